@@ -1,0 +1,225 @@
+"""The ``app`` command line: one verb per job (DESIGN §10), each taking ``--home``.
+
+Verbs whose issue has not landed yet are present, say so plainly on stderr and exit with
+:data:`EXIT_NOT_AVAILABLE`; they never print fake output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from app.home import Home, resolve_home
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_NOT_AVAILABLE = 3
+
+Handler = Callable[[argparse.Namespace], int]
+
+#: Verbs that exist but whose implementation lands with a later issue.
+PENDING_VERBS: dict[str, str] = {
+    "desktop": "the desktop window lands with the UI issue",
+    "tui": "the Textual TUI lands with the UI issue",
+    "mcp": "the MCP delegation server lands with the 'MCP delegation server' issue",
+    "worker": "the stand-alone Huey consumer lands with the 'Execution' issue",
+    "runs": "listing and showing runs over the API lands with the 'Control plane' issue",
+    "spawn": "spawning runs over the API lands with the 'Control plane' issue",
+    "install-codex": "registering with Codex lands with the 'MCP delegation server' issue",
+    "demo": "the replayed demo run lands with the 'RLM runtime' issue",
+    "sandbox check": "sandbox checks land with the 'RLM runtime' issue",
+    "sandbox build-image": "the sandbox image lands with the 'Docker sandbox' issue",
+}
+
+
+def _home_option() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "--home",
+        metavar="DIR",
+        help="runner home (default: $CODEX_DELEGATION_HOME, else ~/.local/share/codex-delegation)",
+    )
+    return parent
+
+
+def _overrides_option() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "-c",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="per-run config override (repeatable; VALUE is a TOML value)",
+    )
+    parent.add_argument("--repo", type=Path, help="repository whose .codex/delegation.toml applies")
+    return parent
+
+
+def _pending(verb: str) -> Handler:
+    def handler(args: argparse.Namespace) -> int:
+        print(f"app {verb}: not available yet: {PENDING_VERBS[verb]}.", file=sys.stderr)
+        return EXIT_NOT_AVAILABLE
+
+    return handler
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the full argument parser (used by :func:`main` and the docs)."""
+    home = _home_option()
+    overrides = _overrides_option()
+    parser = argparse.ArgumentParser(
+        prog="app",
+        description="Codex Delegation Platform: a local control plane for coding agents.",
+    )
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB")
+
+    desktop = verbs.add_parser("desktop", parents=[home], help="runner + desktop window")
+    desktop.set_defaults(handler=_pending("desktop"))
+
+    serve = verbs.add_parser("serve", parents=[home], help="headless runner")
+    serve.add_argument("--host", help="bind address (capped by ui.allowed_bind_hosts)")
+    serve.add_argument("--port", type=int, help="port (0 = any free port)")
+    serve.set_defaults(handler=_serve)
+
+    for verb, text in (
+        ("tui", "terminal UI"),
+        ("mcp", "MCP delegation server on stdio"),
+        ("worker", "stand-alone queue consumer"),
+        ("runs", "list and show runs"),
+        ("spawn", "spawn a delegate run"),
+        ("install-codex", "register the MCP server with Codex"),
+        ("demo", "a replayed demo run"),
+    ):
+        sub = verbs.add_parser(verb, parents=[home], help=text)
+        sub.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+        sub.set_defaults(handler=_pending(verb))
+
+    config = verbs.add_parser("config", help="show the effective configuration")
+    config_verbs = config.add_subparsers(dest="config_verb", metavar="VERB", required=True)
+    show = config_verbs.add_parser(
+        "show", parents=[home, overrides], help="print the effective config"
+    )
+    show.add_argument("--json", action="store_true", help="JSON with per-key provenance")
+    show.set_defaults(handler=_config_show)
+    explain = config_verbs.add_parser(
+        "explain", parents=[home, overrides], help="which layer set KEY and which cap narrowed it"
+    )
+    explain.add_argument("key", metavar="KEY")
+    explain.set_defaults(handler=_config_explain)
+
+    db = verbs.add_parser("db", help="database schema and event mirrors")
+    db_verbs = db.add_subparsers(dest="db_verb", metavar="VERB", required=True)
+    db_verbs.add_parser("migrate", parents=[home], help="apply pending migrations").set_defaults(
+        handler=_db_migrate
+    )
+    db_verbs.add_parser("status", parents=[home], help="list migrations").set_defaults(
+        handler=_db_status
+    )
+    reconcile = db_verbs.add_parser(
+        "reconcile", parents=[home], help="re-sync every events.jsonl mirror from the database"
+    )
+    reconcile.add_argument("--verify", action="store_true", help="check every line, not the tail")
+    reconcile.set_defaults(handler=_db_reconcile)
+
+    sandbox = verbs.add_parser("sandbox", help="RLM sandboxes")
+    sandbox_verbs = sandbox.add_subparsers(dest="sandbox_verb", metavar="VERB", required=True)
+    for verb in ("check", "build-image"):
+        sub = sandbox_verbs.add_parser(verb, parents=[home])
+        sub.set_defaults(handler=_pending(f"sandbox {verb}"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``app`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.verb is None:
+        # `app` alone is the desktop app (DESIGN §10).
+        return _pending("desktop")(args)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+# -- handlers ---------------------------------------------------------------------------------
+
+
+def _home(args: argparse.Namespace) -> Home:
+    return resolve_home(getattr(args, "home", None))
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    from app.config import commands
+
+    return commands.show(
+        repo=args.repo, overrides=args.overrides, fmt="json" if args.json else "toml", out=sys.stdout
+    )
+
+
+def _config_explain(args: argparse.Namespace) -> int:
+    from app.config import commands
+
+    return commands.explain(args.key, repo=args.repo, overrides=args.overrides, out=sys.stdout)
+
+
+def _db_migrate(args: argparse.Namespace) -> int:
+    from db.connection import open_database
+    from db.migrate import migrate
+
+    home = _home(args).ensure()
+    db = open_database(home.db_path)
+    applied = migrate(db)
+    if applied:
+        for name in applied:
+            print(f"applied {name}")
+    else:
+        print("nothing to apply: the schema is up to date")
+    print(f"database: {home.db_path}")
+    return EXIT_OK
+
+
+def _db_status(args: argparse.Namespace) -> int:
+    from db.connection import open_database
+    from db.migrate import status
+
+    home = _home(args)
+    if not home.db_path.exists():
+        print(f"no database at {home.db_path} (run `app db migrate --home {home.root}`)")
+        return EXIT_ERROR
+    db = open_database(home.db_path)
+    for row in status(db):
+        state = f"applied {row.applied_at}" if row.applied_at else "pending"
+        if not row.file_present:
+            state += " (file missing)"
+        print(f"{row.name}  {state}")
+    return EXIT_OK
+
+
+def _db_reconcile(args: argparse.Namespace) -> int:
+    from db.store import open_store
+
+    store = open_store(_home(args))
+    try:
+        report = store.log.reconcile(verify=args.verify)
+    finally:
+        store.close()
+    print(f"checked {report.runs_checked} runs; repaired {len(report.mirrors_repaired)}")
+    for run_id in report.mirrors_repaired:
+        print(f"repaired {run_id}")
+    return EXIT_OK
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from app.runner import serve
+
+    return serve(_home(args), host=args.host, port=args.port)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

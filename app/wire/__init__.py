@@ -1,0 +1,1 @@
+"""Wire types: msgspec Structs shared by the API, the MCP server, the event log and the docs."""

@@ -1,0 +1,1 @@
+"""Persistence: Peewee models on SQLite, the event log, the run state machine, migrations."""

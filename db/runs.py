@@ -1,0 +1,168 @@
+"""Runs: creation, the one transition function, and reading them back.
+
+:func:`transition` is the only code that changes ``run.state``. It reads the state under the
+write lock, looks the event up in ``db.lifecycle.TRANSITIONS``, and writes the new state and
+the event in the same transaction, so the state column and the event log can never disagree.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from app.clock import now_ts
+from app.home import Home
+from app.ids import new_id
+from app.redact import redact
+from app.wire.events import Actor, Payload, RunQueued
+from app.wire.runs import RunSummary
+from db.eventlog import EventLog, Tx, UnknownRun
+from db.lifecycle import INITIAL_STATE, RunState, next_state
+
+RUN_SUBDIRS = ("artifacts", "scratch", "logs")
+_RUN_COLUMNS = (
+    "id, state, engine, task, repo, task_id, parent_run_id, created_at, updated_at,"
+    " last_seq, state_reason"
+)
+
+
+def _summary(row: tuple[Any, ...]) -> RunSummary:
+    names = [name.strip() for name in _RUN_COLUMNS.split(",")]
+    return RunSummary(**dict(zip(names, row, strict=True)))
+
+
+def get_run(log: EventLog, run_id: str) -> RunSummary:
+    """Return one run; raises UnknownRun."""
+    row = (
+        log.db.connection()
+        .execute(f"SELECT {_RUN_COLUMNS} FROM run WHERE id = ?", (run_id,))
+        .fetchone()
+    )
+    if row is None:
+        raise UnknownRun(run_id)
+    return _summary(row)
+
+
+def create_run(
+    log: EventLog,
+    *,
+    task: str,
+    engine: str,
+    actor: Actor,
+    repo: Path | None = None,
+    parent_run_id: str | None = None,
+    task_id: str | None = None,
+    config: Mapping[str, Any] | None = None,
+    config_sources: Mapping[str, str] | None = None,
+    run_id: str | None = None,
+) -> RunSummary:
+    """Create a queued run: its directory, its row and its ``run_queued`` event, all or nothing.
+
+    The directory is made first and removed again if the database write fails, so neither a
+    row without a directory nor a directory without a row is left behind.
+    """
+    run_id = run_id or new_id("run")
+    home = log.home
+    run_dir = home.run_dir(run_id)
+    run_dir.mkdir(parents=True, mode=0o700)
+    try:
+        for name in RUN_SUBDIRS:
+            (run_dir / name).mkdir(mode=0o700)
+        ts = now_ts()
+        with log.transaction() as tx:
+            if parent_run_id is not None and not tx.execute(
+                "SELECT 1 FROM run WHERE id = ?", (parent_run_id,)
+            ).fetchone():
+                raise UnknownRun(parent_run_id)
+            tx.execute(
+                "INSERT INTO run (id, task_id, parent_run_id, state, engine, task, repo,"
+                " created_at, updated_at, last_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
+                (
+                    run_id,
+                    task_id,
+                    parent_run_id,
+                    INITIAL_STATE.value,
+                    engine,
+                    task,
+                    str(repo) if repo else None,
+                    ts,
+                    ts,
+                ),
+            )
+            tx.append(
+                run_id,
+                RunQueued(engine=engine, task_preview=task[:200]),
+                actor=actor,
+                state_change=True,
+            )
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    summary = get_run(log, run_id)
+    write_manifest(home, summary, config or {}, config_sources or {})
+    return summary
+
+
+def transition(
+    log: EventLog,
+    run_id: str,
+    payload: Payload,
+    *,
+    actor: Actor,
+    reason: str | None = None,
+    checkpoint: str | None = None,
+    tx: Tx | None = None,
+) -> RunState:
+    """Apply the state-changing event ``payload`` to a run and return the new state.
+
+    Raises ``IllegalTransition`` (nothing written) when the run's state does not allow the
+    event, ``UnknownRun`` when there is no such run. Pass ``tx`` to join a larger transaction.
+    """
+    if tx is None:
+        with log.transaction() as own:
+            return transition(
+                log, run_id, payload, actor=actor, reason=reason, checkpoint=checkpoint, tx=own
+            )
+    row = tx.execute("SELECT state FROM run WHERE id = ?", (run_id,)).fetchone()
+    if row is None:
+        raise UnknownRun(run_id)
+    new_state = next_state(run_id, RunState(row[0]), payload.event_type)
+    tx.execute(
+        "UPDATE run SET state = ?, state_reason = ?, checkpoint = coalesce(?, checkpoint)"
+        " WHERE id = ?",
+        (new_state.value, reason, checkpoint, run_id),
+    )
+    tx.append(run_id, payload, actor=actor, state_change=True)
+    return new_state
+
+
+def write_manifest(
+    home: Home, run: RunSummary, config: Mapping[str, Any], sources: Mapping[str, str]
+) -> Path:
+    """Write ``runs/<id>/manifest.json`` atomically (0600): the summary and effective config."""
+    path = home.run_dir(run.id) / "manifest.json"
+    document = {
+        "manifest_version": 1,
+        "run": {
+            "id": run.id,
+            "engine": run.engine,
+            "task": run.task,
+            "repo": run.repo,
+            "task_id": run.task_id,
+            "parent_run_id": run.parent_run_id,
+            "created_at": run.created_at,
+        },
+        "config": dict(config),
+        "config_sources": dict(sources),
+    }
+    tmp = path.with_name(".manifest.json.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(redact(document), handle, indent=2, sort_keys=True)
+        handle.write("\n")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,1 @@
+"""Execution: Huey queue, run loop, engines, RLM runtime, sandboxes, GitHub operations."""
