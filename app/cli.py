@@ -158,7 +158,10 @@ def _config_show(args: argparse.Namespace) -> int:
     from app.config import commands
 
     return commands.show(
-        repo=args.repo, overrides=args.overrides, fmt="json" if args.json else "toml", out=sys.stdout
+        repo=args.repo,
+        overrides=args.overrides,
+        fmt="json" if args.json else "toml",
+        out=sys.stdout,
     )
 
 

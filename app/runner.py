@@ -101,7 +101,8 @@ def serve(
 def _wait_for_stop(stop: threading.Event) -> None:
     if threading.current_thread() is threading.main_thread():
         previous = {
-            sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+            sig: signal.signal(sig, lambda *_: stop.set())
+            for sig in (signal.SIGINT, signal.SIGTERM)
         }
         try:
             while not stop.wait(0.5):

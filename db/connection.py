@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Literal
 
@@ -39,3 +40,9 @@ def open_database(
         lock_type="IMMEDIATE",
         check_same_thread=False,
     )
+
+
+def raw_connection(db: SqliteDatabase) -> sqlite3.Connection:
+    """The calling thread's sqlite3 connection (opened on demand), for the hot SQL paths."""
+    connection: sqlite3.Connection = db.connection()  # type: ignore[no-untyped-call]
+    return connection

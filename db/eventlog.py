@@ -27,6 +27,7 @@ from app.clock import now_ts
 from app.home import Home
 from app.redact import redact
 from app.wire.events import EVENT_PAYLOADS, Actor, EventEnvelope, Payload, StoredEvent
+from db.connection import raw_connection
 from db.hub import EventHub, Subscription
 from db.lifecycle import STATE_EVENT_TYPES
 from db.mirror import JsonlMirror, MirrorState, mirror_is_sound
@@ -154,7 +155,7 @@ class EventLog:
     def transaction(self) -> Iterator[Tx]:
         """Open (or join) a write transaction; events appended in it publish after commit."""
         with self.db.atomic():
-            tx = Tx(self.db.connection())
+            tx = Tx(raw_connection(self.db))
             yield tx
             if tx.appended:
                 appended = tx.appended
@@ -195,13 +196,13 @@ class EventLog:
 
     def latest_cursor(self) -> int:
         """The global cursor of the newest event (0 when there is none)."""
-        row = self.db.connection().execute("SELECT max(id) FROM event").fetchone()
+        row = raw_connection(self.db).execute("SELECT max(id) FROM event").fetchone()
         return int(row[0] or 0)
 
     def last_seq(self, run_id: str) -> int:
         """The seq of a run's newest event; raises UnknownRun for an unknown run."""
         row = (
-            self.db.connection()
+            raw_connection(self.db)
             .execute("SELECT last_seq FROM run WHERE id = ?", (run_id,))
             .fetchone()
         )
@@ -216,7 +217,7 @@ class EventLog:
     def _read_events(
         self, after_cursor: int, run_id: str | None, after_seq: int, limit: int
     ) -> list[StoredEvent]:
-        conn = self.db.connection()
+        conn = raw_connection(self.db)
         if run_id is None:
             rows = conn.execute(
                 f"{_SELECT} WHERE e.id > ? ORDER BY e.id LIMIT ?", (after_cursor, limit)
@@ -230,7 +231,7 @@ class EventLog:
 
     def _read_lines(self, run_id: str, after_seq: int, upto_seq: int) -> list[tuple[int, bytes]]:
         rows = (
-            self.db.connection()
+            raw_connection(self.db)
             .execute(
                 f"{_SELECT} WHERE e.run_id = ? AND e.seq > ? AND e.seq <= ? ORDER BY e.seq",
                 (run_id, after_seq, upto_seq),
@@ -249,7 +250,7 @@ class EventLog:
         middle makes the mirror be rewritten whole); otherwise only the tail is read, which
         is what start-up does.
         """
-        conn = self.db.connection()
+        conn = raw_connection(self.db)
         if run_id is None:
             runs = conn.execute("SELECT id, last_seq FROM run ORDER BY id").fetchall()
         else:

@@ -198,5 +198,8 @@ class EventHub:
                     subscribers = list(self._subscribers)
                 for stored in batch:
                     for subscription in subscribers:
-                        if subscription.run_id is None or subscription.run_id == stored.event.run_id:
+                        if (
+                            subscription.run_id is None
+                            or subscription.run_id == stored.event.run_id
+                        ):
                             subscription._offer(stored)

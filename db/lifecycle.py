@@ -74,7 +74,7 @@ STATE_EVENT_TYPES: frozenset[str] = frozenset(
 )
 
 
-class IllegalTransition(Exception):  # noqa: N818 - the name reads as the domain term
+class IllegalTransition(Exception):
     """An event that the run's current state does not allow."""
 
     def __init__(self, run_id: str, state: RunState | None, event_type: str) -> None:

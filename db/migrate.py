@@ -13,9 +13,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import migrations as migrations_package
 from peewee import SqliteDatabase
 from playhouse.migrations import Runner
+
+import migrations as migrations_package
 
 MIGRATIONS_DIR = Path(migrations_package.__file__).parent
 HISTORY_TABLE = "schema_migration"

@@ -115,7 +115,7 @@ class JsonlMirror:
         with self._lock, self._locked(run_id) as handle:
             tmp = path.with_name(path.name + ".tmp")
             tmp.write_bytes(data)
-            os.replace(tmp, path)
+            tmp.replace(path)
             # Our cached descriptor points at the replaced inode: the next lock reopens.
             handle.inode = -1
 
@@ -127,7 +127,7 @@ class JsonlMirror:
             handle = self._open(run_id)
             fcntl.flock(handle.fd, fcntl.LOCK_EX)
             try:
-                current = os.stat(handle.path).st_ino
+                current = os.stat(handle.path).st_ino  # noqa: PTH116 - str path, hot path
             except FileNotFoundError:
                 current = -1
             if current == handle.inode:
@@ -202,12 +202,13 @@ def mirror_is_sound(path: Path) -> bool:
     fd = os.open(path, os.O_RDONLY)
     try:
         size = os.fstat(fd).st_size
-        end = 0
-        for expected, (seq, end) in enumerate(_iter_lines(fd, size), start=1):
+        parsed_up_to = 0
+        for expected, (seq, line_end) in enumerate(_iter_lines(fd, size), start=1):
             if seq != expected:
                 return False
-        last_newline_end = _last_newline_end(fd, size)
-        return end == last_newline_end
+            parsed_up_to = line_end
+        # Every complete line must have parsed: a damaged line stops _iter_lines early.
+        return parsed_up_to == _last_newline_end(fd, size)
     finally:
         os.close(fd)
 

@@ -20,7 +20,7 @@ from peewee import (
 database_proxy = DatabaseProxy()
 
 
-class BaseModel(Model):  # type: ignore[misc]
+class BaseModel(Model):
     class Meta:
         database = database_proxy
         legacy_table_names = False
@@ -101,4 +101,11 @@ class DelegationToken(BaseModel):
     revoked_at = CharField(null=True)
 
 
-ALL_MODELS: list[type[BaseModel]] = [Run, Event, ControlRequest, Question, Confirmation, DelegationToken]
+ALL_MODELS: list[type[BaseModel]] = [
+    Run,
+    Event,
+    ControlRequest,
+    Question,
+    Confirmation,
+    DelegationToken,
+]

@@ -20,6 +20,7 @@ from app.ids import new_id
 from app.redact import redact
 from app.wire.events import Actor, Payload, RunQueued
 from app.wire.runs import RunSummary
+from db.connection import raw_connection
 from db.eventlog import EventLog, Tx, UnknownRun
 from db.lifecycle import INITIAL_STATE, RunState, next_state
 
@@ -38,8 +39,8 @@ def _summary(row: tuple[Any, ...]) -> RunSummary:
 def get_run(log: EventLog, run_id: str) -> RunSummary:
     """Return one run; raises UnknownRun."""
     row = (
-        log.db.connection()
-        .execute(f"SELECT {_RUN_COLUMNS} FROM run WHERE id = ?", (run_id,))
+        raw_connection(log.db)
+        .execute(f"SELECT {_RUN_COLUMNS} FROM run WHERE id = ?", (run_id,))  # noqa: S608
         .fetchone()
     )
     if row is None:
@@ -74,9 +75,10 @@ def create_run(
             (run_dir / name).mkdir(mode=0o700)
         ts = now_ts()
         with log.transaction() as tx:
-            if parent_run_id is not None and not tx.execute(
-                "SELECT 1 FROM run WHERE id = ?", (parent_run_id,)
-            ).fetchone():
+            if (
+                parent_run_id is not None
+                and not tx.execute("SELECT 1 FROM run WHERE id = ?", (parent_run_id,)).fetchone()
+            ):
                 raise UnknownRun(parent_run_id)
             tx.execute(
                 "INSERT INTO run (id, task_id, parent_run_id, state, engine, task, repo,"
@@ -164,5 +166,5 @@ def write_manifest(
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         json.dump(redact(document), handle, indent=2, sort_keys=True)
         handle.write("\n")
-    os.replace(tmp, path)
+    tmp.replace(path)
     return path

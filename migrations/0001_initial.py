@@ -95,5 +95,12 @@ def up(migrator: Any, db: Any) -> None:
 
 def down(migrator: Any, db: Any) -> None:
     """Drop every table this migration created."""
-    for table in ("delegation_token", "confirmation", "question", "control_request", "event", "run"):
+    for table in (
+        "delegation_token",
+        "confirmation",
+        "question",
+        "control_request",
+        "event",
+        "run",
+    ):
         db.execute_sql(f"DROP TABLE IF EXISTS {table}")

@@ -9,9 +9,9 @@ import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.wire.events import EVENT_PAYLOADS, Actor, EventEnvelope  # noqa: E402
-from db.lifecycle import CREATION_EVENT, INITIAL_STATE, TRANSITIONS  # noqa: E402
-from scripts.docgen import ROOT, generated_doc_main  # noqa: E402
+from app.wire.events import EVENT_PAYLOADS, Actor, EventEnvelope
+from db.lifecycle import CREATION_EVENT, INITIAL_STATE, TRANSITIONS
+from scripts.docgen import ROOT, generated_doc_main
 
 TARGET = ROOT / "docs" / "events.md"
 
@@ -77,7 +77,9 @@ def render() -> str:
         fields = _fields(payload)
         if fields:
             lines += ["| payload field | type | default |", "|---|---|---|"]
-            lines += [f"| `{name}` | {type_name} | {default} |" for name, type_name, default in fields]
+            lines += [
+                f"| `{name}` | {type_name} | {default} |" for name, type_name, default in fields
+            ]
         else:
             lines.append("No payload fields.")
         lines.append("")

@@ -17,7 +17,9 @@ APP = str(Path(sys.executable).with_name("app"))
 
 
 @pytest.fixture(autouse=True)
-def _isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated_env(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Keep tests away from the developer's real home, config and overrides."""
     base = tmp_path_factory.mktemp("xdg")
     monkeypatch.delenv("CODEX_DELEGATION_HOME", raising=False)

@@ -87,14 +87,20 @@ def test_payloads_are_redacted_before_they_are_written(store: Store) -> None:
         ),
         actor=Actor.DELEGATE,
     )
-    store.log.append(run.id, AgentMessage(text="key sk-abcdefghijklmnopqrstuv"), actor=Actor.DELEGATE)
+    store.log.append(
+        run.id, AgentMessage(text="key sk-abcdefghijklmnopqrstuv"), actor=Actor.DELEGATE
+    )
     raw = store.home.events_mirror(run.id).read_text()
     assert "n-123" not in raw
     assert "sk-abcdefghijklmnopqrstuv" not in raw
     stored = store.db.execute_sql("SELECT payload FROM event").fetchall()
     assert not any("n-123" in row[0] for row in stored)
     params = db_lines(store, run.id)[1]["payload"]["params"]  # type: ignore[index]
-    assert params == {"Confirm-Nonce": "[REDACTED]", "nested": {"delegation_token": "[REDACTED]"}, "n": 2}
+    assert params == {
+        "Confirm-Nonce": "[REDACTED]",
+        "nested": {"delegation_token": "[REDACTED]"},
+        "n": 2,
+    }
 
 
 def test_state_events_cannot_bypass_the_state_machine(store: Store) -> None:
@@ -128,7 +134,9 @@ def test_rolled_back_transaction_leaves_no_trace(store: Store) -> None:
 def test_batch_append_is_one_transaction(store: Store) -> None:
     a = create_run(store.log, task="a", engine="rlm", actor=Actor.CLI)
     b = create_run(store.log, task="b", engine="rlm", actor=Actor.CLI)
-    items = [(a.id if i % 2 else b.id, StepStarted(step=i, kind="k"), Actor.WORKER) for i in range(10)]
+    items = [
+        (a.id if i % 2 else b.id, StepStarted(step=i, kind="k"), Actor.WORKER) for i in range(10)
+    ]
     envelopes = store.log.append_many(items)
     assert [e.seq for e in envelopes if e.run_id == a.id] == [2, 3, 4, 5, 6]
     assert read_mirror(store.home.events_mirror(a.id)) == [1, 2, 3, 4, 5, 6]
@@ -139,7 +147,9 @@ def test_paging_by_seq_and_by_global_cursor(store: Store) -> None:
     a = create_run(store.log, task="a", engine="rlm", actor=Actor.CLI)
     b = create_run(store.log, task="b", engine="rlm", actor=Actor.CLI)
     for step in range(20):
-        store.log.append(a.id if step % 2 else b.id, StepStarted(step=step, kind="k"), actor=Actor.WORKER)
+        store.log.append(
+            a.id if step % 2 else b.id, StepStarted(step=step, kind="k"), actor=Actor.WORKER
+        )
     assert [e.seq for e in store.log.page(a.id, after=3, limit=4)] == [4, 5, 6, 7]
     assert store.log.page(a.id, after=11) == []
     everything = store.log.page_all(limit=1000)

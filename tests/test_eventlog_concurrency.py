@@ -21,9 +21,12 @@ WRITER = str(ROOT / "tests" / "procs" / "append_events.py")
 
 
 def assert_contiguous(store: Store, run_id: str, expected: int) -> None:
-    seqs = [row[0] for row in store.db.execute_sql(
-        "SELECT seq FROM event WHERE run_id = ? ORDER BY seq", (run_id,)
-    ).fetchall()]
+    seqs = [
+        row[0]
+        for row in store.db.execute_sql(
+            "SELECT seq FROM event WHERE run_id = ? ORDER BY seq", (run_id,)
+        ).fetchall()
+    ]
     assert seqs == list(range(1, expected + 1)), f"gaps or duplicates in {run_id}"
     assert store.log.last_seq(run_id) == expected
 

@@ -9,8 +9,18 @@ from app.redact import REDACTED, find_secret_keys, is_secret_key, redact, redact
 
 @pytest.mark.parametrize(
     "key",
-    ["token", "Delegation-Token", "confirm_nonce", "CONFIRM.NONCE", "api key", "Authorization",
-     "client_secret", "password", "session_id", "GITHUB_TOKEN"],
+    [
+        "token",
+        "Delegation-Token",
+        "confirm_nonce",
+        "CONFIRM.NONCE",
+        "api key",
+        "Authorization",
+        "client_secret",
+        "password",
+        "session_id",
+        "GITHUB_TOKEN",
+    ],
 )
 def test_secret_keys(key: str) -> None:
     assert is_secret_key(key)

@@ -35,7 +35,9 @@ def test_global_subscription_sees_every_run_in_commit_order(store: Store) -> Non
     start = store.log.latest_cursor()
     with store.log.subscribe(after=start) as subscription:
         for step in range(30):
-            store.log.append(runs[step % 3].id, StepStarted(step=step, kind="k"), actor=Actor.WORKER)
+            store.log.append(
+                runs[step % 3].id, StepStarted(step=step, kind="k"), actor=Actor.WORKER
+            )
         received = collect(subscription, 30)
     assert [s.event.payload["step"] for s in received] == list(range(30))
     assert [s.cursor for s in received] == sorted(s.cursor for s in received)
@@ -47,7 +49,9 @@ def test_concurrent_writers_reach_subscriber_exactly_once(store: Store) -> None:
 
         def write(offset: int) -> None:
             for step in range(200):
-                store.log.append(run.id, StepStarted(step=offset + step, kind="k"), actor=Actor.WORKER)
+                store.log.append(
+                    run.id, StepStarted(step=offset + step, kind="k"), actor=Actor.WORKER
+                )
 
         threads = [threading.Thread(target=write, args=(i * 1000,)) for i in range(4)]
         for thread in threads:
@@ -61,7 +65,10 @@ def test_concurrent_writers_reach_subscriber_exactly_once(store: Store) -> None:
 def test_lagging_subscriber_resumes_from_the_database(store: Store) -> None:
     run = create_run(store.log, task="t", engine="rlm", actor=Actor.CLI)
     store.log.hub._queue_size = 5  # a tiny queue so that the subscriber overflows
-    with store.log.subscribe(run_id=run.id, after=1) as slow, store.log.subscribe(run_id=run.id, after=1) as fast:
+    with (
+        store.log.subscribe(run_id=run.id, after=1) as slow,
+        store.log.subscribe(run_id=run.id, after=1) as fast,
+    ):
         assert slow.get(timeout=0.1) == []
         fast_received: list[StoredEvent] = []
         for step in range(100):

@@ -82,7 +82,7 @@ def event_payload(event_type: str, when: str) -> Callable[[P], P]:
 
 
 @event_payload("run_queued", "A run was created, or re-queued after an interruption.")
-class RunQueued(Payload):
+class RunQueued(Payload, frozen=True):
     engine: str
     task_preview: str = ""
     attempt: int = 0
@@ -90,51 +90,55 @@ class RunQueued(Payload):
 
 
 @event_payload("run_started", "A worker claimed the run and began (or continued) executing it.")
-class RunStarted(Payload):
+class RunStarted(Payload, frozen=True):
     worker_id: str | None = None
     attempt: int = 1
     from_checkpoint: bool = False
 
 
 @event_payload("run_completed", "The engine finished with an answer; the run succeeded.")
-class RunCompleted(Payload):
+class RunCompleted(Payload, frozen=True):
     answer_preview: str | None = None
     artifacts: list[str] = msgspec.field(default_factory=list)
 
 
 @event_payload("run_failed", "The run failed; `reason` says why in words a person can act on.")
-class RunFailed(Payload):
+class RunFailed(Payload, frozen=True):
     reason: str
     error_type: str | None = None
 
 
 @event_payload("run_interrupted", "The run's worker was lost (lease expired) while it ran.")
-class RunInterrupted(Payload):
+class RunInterrupted(Payload, frozen=True):
     reason: str
     lease_owner: str | None = None
 
 
 @event_payload("run_cancelled", "The run was stopped for good by a cancel request.")
-class RunCancelled(Payload):
+class RunCancelled(Payload, frozen=True):
     reason: str | None = None
     request_id: str | None = None
 
 
-@event_payload("pause_requested", "A pause was requested; the run pauses at its next step boundary.")
-class PauseRequested(Payload):
+@event_payload(
+    "pause_requested", "A pause was requested; the run pauses at its next step boundary."
+)
+class PauseRequested(Payload, frozen=True):
     request_id: str
     requested_by: str
     reason: str | None = None
 
 
-@event_payload("run_paused", "The run reached a step boundary, checkpointed and released its worker.")
-class RunPaused(Payload):
+@event_payload(
+    "run_paused", "The run reached a step boundary, checkpointed and released its worker."
+)
+class RunPaused(Payload, frozen=True):
     reason: str | None = None
     checkpoint: str | None = None
 
 
 @event_payload("resume_requested", "A resume was requested for a pausing or paused run.")
-class ResumeRequested(Payload):
+class ResumeRequested(Payload, frozen=True):
     request_id: str
     requested_by: str
     reason: str | None = None
@@ -142,15 +146,16 @@ class ResumeRequested(Payload):
 
 @event_payload(
     "run_resumed",
-    "The run left `paused` (re-queued to continue from its checkpoint) or withdrew a pending pause.",
+    "The run left `paused` (re-queued to continue from its checkpoint)"
+    " or withdrew a pending pause.",
 )
-class RunResumed(Payload):
+class RunResumed(Payload, frozen=True):
     request_id: str | None = None
     reason: str | None = None
 
 
 @event_payload("cancel_requested", "A cancel was requested; the run stops at once.")
-class CancelRequested(Payload):
+class CancelRequested(Payload, frozen=True):
     request_id: str
     requested_by: str
     reason: str | None = None
@@ -160,33 +165,33 @@ class CancelRequested(Payload):
 
 
 @event_payload("step_started", "The engine began one step (a model turn, an RLM iteration, ...).")
-class StepStarted(Payload):
+class StepStarted(Payload, frozen=True):
     step: int
     kind: str
 
 
 @event_payload("step_completed", "The engine finished one step.")
-class StepCompleted(Payload):
+class StepCompleted(Payload, frozen=True):
     step: int
     kind: str
     duration_ms: int
 
 
 @event_payload("step_failed", "One step failed (the run may still go on or fail).")
-class StepFailed(Payload):
+class StepFailed(Payload, frozen=True):
     step: int
     kind: str
     error: str
 
 
 @event_payload("agent_message", "The agent said something a person may want to read.")
-class AgentMessage(Payload):
+class AgentMessage(Payload, frozen=True):
     text: str
     truncated: bool = False
 
 
 @event_payload("tool_called", "The agent called a tool; secret-looking parameters are redacted.")
-class ToolCalled(Payload):
+class ToolCalled(Payload, frozen=True):
     tool: str
     server: str | None = None
     params: dict[str, Any] = msgspec.field(default_factory=dict)
@@ -195,7 +200,7 @@ class ToolCalled(Payload):
 
 
 @event_payload("usage", "Token usage of one model call.")
-class Usage(Payload):
+class Usage(Payload, frozen=True):
     model: str | None = None
     input_tokens: int = 0
     output_tokens: int = 0
@@ -204,7 +209,7 @@ class Usage(Payload):
 
 
 @event_payload("artifact_written", "A file was written to the run's `artifacts/` directory.")
-class ArtifactWritten(Payload):
+class ArtifactWritten(Payload, frozen=True):
     name: str
     bytes: int
     sha256: str
@@ -216,14 +221,14 @@ class ArtifactWritten(Payload):
 @event_payload(
     "rlm_policy_changed", "`rlm.policy` changed; it applies at run start or a resume boundary."
 )
-class RlmPolicyChanged(Payload):
+class RlmPolicyChanged(Payload, frozen=True):
     old_policy: str
     new_policy: str
     effective_at: Literal["run_start", "resume"]
 
 
 @event_payload("repl_exec", "One RLM iteration executed a code cell in the sandboxed REPL.")
-class ReplExec(Payload):
+class ReplExec(Payload, frozen=True):
     iteration: int
     code_chars: int
     stdout_chars: int = 0
@@ -235,7 +240,7 @@ class ReplExec(Payload):
 
 
 @event_payload("subcall_started", "The RLM began a sub-model call (`llm_query` or `rlm_query`).")
-class SubcallStarted(Payload):
+class SubcallStarted(Payload, frozen=True):
     subcall_id: str
     kind: Literal["llm_query", "rlm_query"]
     depth: int
@@ -244,7 +249,7 @@ class SubcallStarted(Payload):
 
 
 @event_payload("subcall_completed", "A sub-model call returned (or failed).")
-class SubcallCompleted(Payload):
+class SubcallCompleted(Payload, frozen=True):
     subcall_id: str
     kind: Literal["llm_query", "rlm_query"]
     depth: int
@@ -254,7 +259,7 @@ class SubcallCompleted(Payload):
 
 
 @event_payload("budget_exceeded", "A hard budget ran out; the run ends (or pauses) with it.")
-class BudgetExceeded(Payload):
+class BudgetExceeded(Payload, frozen=True):
     budget: str
     limit: float
     used: float
@@ -262,21 +267,21 @@ class BudgetExceeded(Payload):
 
 
 @event_payload("context_search", "The RLM searched its externalized context.")
-class ContextSearch(Payload):
+class ContextSearch(Payload, frozen=True):
     query_chars: int
     hits: int
     duration_ms: int = 0
 
 
 @event_payload("context_peek", "The RLM peeked at part of its context.")
-class ContextPeek(Payload):
+class ContextPeek(Payload, frozen=True):
     target: str
     length: int
     returned_chars: int
 
 
 @event_payload("context_chunk_read", "The RLM read one chunk of its context.")
-class ContextChunkRead(Payload):
+class ContextChunkRead(Payload, frozen=True):
     chunk_id: str
     chars: int
 
@@ -285,7 +290,7 @@ class ContextChunkRead(Payload):
 
 
 @event_payload("question_queued", "A delegate asked a question (on the asking run and its parent).")
-class QuestionQueued(Payload):
+class QuestionQueued(Payload, frozen=True):
     question_id: str
     asked_by_run_id: str
     prompt_preview: str
@@ -294,26 +299,26 @@ class QuestionQueued(Payload):
 
 
 @event_payload("question_answered", "A question was answered.")
-class QuestionAnswered(Payload):
+class QuestionAnswered(Payload, frozen=True):
     question_id: str
     answered_by: str
 
 
 @event_payload("question_expired", "A question expired unanswered; its fallback was applied.")
-class QuestionExpired(Payload):
+class QuestionExpired(Payload, frozen=True):
     question_id: str
     fallback: Literal["pause", "resume", "fail"]
 
 
 @event_payload("question_dismissed", "A question was dismissed without an answer.")
-class QuestionDismissed(Payload):
+class QuestionDismissed(Payload, frozen=True):
     question_id: str
     dismissed_by: str
     reason: str | None = None
 
 
 @event_payload("confirmation_required", "A destructive action waits for a person's approval.")
-class ConfirmationRequired(Payload):
+class ConfirmationRequired(Payload, frozen=True):
     confirmation_id: str
     action: str
     expires_at: str
@@ -321,7 +326,7 @@ class ConfirmationRequired(Payload):
 
 
 @event_payload("confirmation_resolved", "A pending confirmation was approved, denied or expired.")
-class ConfirmationResolved(Payload):
+class ConfirmationResolved(Payload, frozen=True):
     confirmation_id: str
     action: str
     resolution: Literal["approved", "denied", "expired"]
@@ -329,14 +334,14 @@ class ConfirmationResolved(Payload):
 
 
 @event_payload("security_violation", "Something was refused for security reasons.")
-class SecurityViolation(Payload):
+class SecurityViolation(Payload, frozen=True):
     kind: str
     detail: str
     tool: str | None = None
 
 
 @event_payload("github_operation", "A repo-gated GitHub operation ran (or was refused).")
-class GithubOperation(Payload):
+class GithubOperation(Payload, frozen=True):
     operation: str
     repo: str
     status: str
