@@ -40,6 +40,10 @@ class Run(BaseModel):
     last_seq = IntegerField(default=0)
     state_reason = TextField(null=True)
     checkpoint = TextField(null=True)
+    #: Number of control requests recorded for the run (control.json's ``control_seq``).
+    control_seq = IntegerField(default=0)
+    #: JSON object of per-run feature toggles, applied at resume boundaries.
+    feature_toggles = TextField(default="{}")
 
 
 class Event(BaseModel):

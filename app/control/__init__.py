@@ -1,0 +1,1 @@
+"""Control-plane services: control actions, questions, confirm-to-act, tokens, sweeping."""
