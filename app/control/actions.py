@@ -27,6 +27,7 @@ from typing import Any
 import msgspec
 
 from app.clock import now_ts
+from app.control.errors import Conflict
 from app.wire.events import (
     Actor,
     CancelRequested,
@@ -36,7 +37,6 @@ from app.wire.events import (
     RunPaused,
     RunResumed,
 )
-from app.control.errors import Conflict
 from db.connection import raw_connection
 from db.eventlog import EventLog, Tx, UnknownRun
 from db.lifecycle import TERMINAL_STATES, RunState
@@ -121,7 +121,16 @@ def request_control(
                     state,
                 )
             return ControlOutcome(run_id, action, request_id, state, applied=False, changed=False)
-        new_state = _apply(tx, log, run_id, state, action, request_id, requested_by, reason)
+        new_state = _apply(
+            tx,
+            log,
+            run_id=run_id,
+            state=state,
+            action=action,
+            request_id=request_id,
+            requested_by=requested_by,
+            reason=reason,
+        )
         tx.execute(
             "INSERT INTO control_request (run_id, request_id, action, requested_by, reason,"
             " requested_at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -138,6 +147,7 @@ def request_control(
 def _apply(
     tx: Tx,
     log: EventLog,
+    *,
     run_id: str,
     state: RunState,
     action: ControlAction,
