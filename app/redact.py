@@ -34,7 +34,7 @@ _SECRET_VALUE = re.compile(
     r"|\bsk-[A-Za-z0-9_-]{16,}"
     r"|\bgh[pousr]_[A-Za-z0-9]{20,}"
     r"|\bgithub_pat_[A-Za-z0-9_]{20,}"
-    r"|\bcdp_[A-Za-z0-9_-]{16,}"
+    r"|\bcdp[a-z]?_[A-Za-z0-9_-]{16,}"
 )
 
 

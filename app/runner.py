@@ -2,21 +2,31 @@
 
 Only one runner may own a home at a time; an exclusive ``flock`` on ``runner.lock`` enforces
 it (the kernel drops the lock when the process dies, so a crashed runner never blocks the
-next one). Start-up applies migrations and re-syncs every ``events.jsonl`` from the database.
+next one, and whatever endpoint files it left are simply overwritten). Start-up applies
+migrations, re-syncs every ``events.jsonl`` from the database, binds the HTTP socket, then
+writes ``control_endpoint.json`` and ``control_auth.json`` (0600) for clients.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import logging
 import os
 import signal
+import socket
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TextIO
+from typing import Any, TextIO
+
+import uvicorn
 
 from app.home import Home
+from app.logs import configure_logging
+
+log = logging.getLogger(__name__)
 
 
 class RunnerAlreadyUp(RuntimeError):
@@ -47,6 +57,49 @@ def runner_lock(home: Home) -> Iterator[None]:
         os.close(fd)
 
 
+class _Server(uvicorn.Server):
+    """uvicorn, with the runner owning signals (see :func:`_stop_on_signals`).
+
+    uvicorn's own handling re-delivers SIGINT/SIGTERM once it has stopped, which would turn
+    a clean exit into a death by signal, and it installs them only once serving starts.
+    """
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@contextmanager
+def _stop_on_signals(server: uvicorn.Server) -> Iterator[None]:
+    """From now on, SIGINT/SIGTERM stop ``server`` gracefully (a second SIGINT forcefully)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(sig: int, frame: Any) -> None:
+        if server.should_exit and sig == signal.SIGINT:
+            server.force_exit = True
+        server.should_exit = True
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind a listening TCP socket (port 0 = any free port)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(False)
+    return sock
+
+
 def serve(
     home: Home,
     *,
@@ -54,43 +107,61 @@ def serve(
     port: int | None = None,
     out: TextIO = sys.stdout,
     stop: threading.Event | None = None,
+    on_ready: Callable[[Any], None] | None = None,
 ) -> int:
-    """Run the headless runner until SIGINT/SIGTERM (or ``stop`` is set); return an exit code."""
-    from app.config import ConfigError, resolve_config
-    from db.store import open_store
+    """Run the runner until SIGINT/SIGTERM (or ``stop`` is set); return an exit code.
 
+    ``host``/``port`` override ``ui.bind_host``/``ui.port`` and are capped like them.
+    """
+    from app.config import ConfigError, resolve_config
+    from app.runtime import Runtime
+
+    overrides: dict[str, object] = {}
+    if host is not None:
+        overrides["ui.bind_host"] = host
+    if port is not None:
+        overrides["ui.port"] = port
     try:
-        config = resolve_config()
+        config = resolve_config(overrides=overrides)
     except ConfigError as error:
         print(f"app serve: {error}", file=sys.stderr)
         return 2
-    stop = stop or threading.Event()
+    configure_logging(config.get("log.level"))
+    bind_host = str(config.get("ui.bind_host"))
     try:
-        with runner_lock(home):
-            store = open_store(
-                home,
-                synchronous=config.get("db.synchronous"),
-                busy_timeout_ms=config.get("db.busy_timeout_ms"),
-            )
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(runner_lock(home))
+            runtime = Runtime.open(home, config)
+            stack.callback(runtime.stop)
+            report = runtime.store.log.reconcile()
             try:
-                report = store.log.reconcile()
-                print(f"codex-delegation runner (pid {os.getpid()})", file=out)
-                print(f"home: {home.root}", file=out)
-                print(f"database: {home.db_path}", file=out)
-                print(
-                    f"event mirrors: {report.runs_checked} runs checked, "
-                    f"{len(report.mirrors_repaired)} repaired",
-                    file=out,
+                sock = stack.enter_context(
+                    contextlib.closing(bind_socket(bind_host, int(config.get("ui.port"))))
                 )
-                print(
-                    "The HTTP API and UI are not served yet (they land with the Control plane "
-                    "issue). Press Ctrl-C to stop.",
-                    file=out,
-                    flush=True,
+            except OSError as error:
+                print(f"app serve: cannot listen on {bind_host}: {error}", file=sys.stderr)
+                return 1
+            runtime.start(bind_host, sock.getsockname()[1])
+            from app.api.app import build_app
+
+            server = _Server(
+                uvicorn.Config(
+                    build_app(runtime),
+                    log_config=None,
+                    access_log=False,
+                    lifespan="off",
+                    timeout_graceful_shutdown=2,
+                    server_header=False,
                 )
-                _wait_for_stop(stop)
-            finally:
-                store.close()
+            )
+            # Signals stop the server from here on, before anyone is told to press Ctrl-C.
+            stack.enter_context(_stop_on_signals(server))
+            _announce(out, home, runtime, report.runs_checked, len(report.mirrors_repaired))
+            if on_ready is not None:
+                on_ready(runtime)
+            if stop is not None:
+                threading.Thread(target=_stop_when_set, args=(stop, server), daemon=True).start()
+            server.run(sockets=[sock])
     except RunnerAlreadyUp as error:
         print(f"app serve: {error}", file=sys.stderr)
         return 1
@@ -98,17 +169,15 @@ def serve(
     return 0
 
 
-def _wait_for_stop(stop: threading.Event) -> None:
-    if threading.current_thread() is threading.main_thread():
-        previous = {
-            sig: signal.signal(sig, lambda *_: stop.set())
-            for sig in (signal.SIGINT, signal.SIGTERM)
-        }
-        try:
-            while not stop.wait(0.5):
-                pass
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-    else:
-        stop.wait()
+def _announce(out: TextIO, home: Home, runtime: Any, checked: int, repaired: int) -> None:
+    print(f"codex-delegation runner (pid {os.getpid()})", file=out)
+    print(f"home: {home.root}", file=out)
+    print(f"event mirrors: {checked} runs checked, {repaired} repaired", file=out)
+    print(f"API: {runtime.base_url}/api/ (token in {home.auth_path})", file=out)
+    print(f"UI login (one-time): {runtime.login_url()}", file=out)
+    print("Press Ctrl-C to stop.", file=out, flush=True)
+
+
+def _stop_when_set(stop: threading.Event, server: uvicorn.Server) -> None:
+    stop.wait()
+    server.should_exit = True

@@ -13,6 +13,8 @@ cursor. Subscribers wait on a condition variable, not by polling the database.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -42,6 +44,8 @@ class Subscription:
         self._cond = threading.Condition()
         self._catching_up = True
         self._closed = False
+        self._waker: asyncio.Event | None = None
+        self._waker_loop: asyncio.AbstractEventLoop | None = None
         self.lag_count = 0
 
     def _key(self, stored: StoredEvent) -> int:
@@ -60,6 +64,15 @@ class Subscription:
             else:
                 self._queue.append(stored)
             self._cond.notify_all()
+            self._wake_async()
+
+    def _wake_async(self) -> None:
+        # Called with self._cond held.
+        if self._waker is not None and self._waker_loop is not None:
+            waker, self._waker = self._waker, None
+            # RuntimeError: the consumer's loop has closed, so there is nobody to wake.
+            with contextlib.suppress(RuntimeError):
+                self._waker_loop.call_soon_threadsafe(waker.set)
 
     def get(self, timeout: float | None = None) -> list[StoredEvent]:
         """Return the next events after the cursor, waiting up to ``timeout`` seconds.
@@ -89,6 +102,58 @@ class Subscription:
             if fresh or not items:
                 return fresh
 
+    def _take(self) -> tuple[list[StoredEvent], bool] | None:
+        """Drain the queue: (items, closed), or None when the consumer must catch up first."""
+        with self._cond:
+            if self._catching_up:
+                return None
+            items = list(self._queue)
+            self._queue.clear()
+            return items, self._closed
+
+    async def aget(self, timeout: float | None = None) -> list[StoredEvent]:
+        """Like :meth:`get`, for asyncio consumers: waits without holding a thread.
+
+        Catch-up pages are read from the database on the calling thread (short SQLite reads).
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            with self._cond:
+                catching_up = self._catching_up
+            if catching_up:
+                batch = self._hub.read(self.cursor, self.run_id, self._page_size)
+                if batch:
+                    self.cursor = self._key(batch[-1])
+                    return batch
+                with self._cond:
+                    self._catching_up = False
+            with self._cond:
+                if self._catching_up:
+                    continue
+                if not self._queue and not self._closed:
+                    waker = asyncio.Event()
+                    self._waker, self._waker_loop = waker, loop
+                else:
+                    waker = None
+            if waker is not None:
+                try:
+                    await asyncio.wait_for(waker.wait(), timeout)
+                except TimeoutError:
+                    with self._cond:
+                        self._waker = None
+                        if not self._queue and not self._catching_up:
+                            return []
+            taken = self._take()
+            if taken is None:
+                continue
+            items, closed = taken
+            fresh = [item for item in items if self._key(item) > self.cursor]
+            if fresh:
+                self.cursor = self._key(fresh[-1])
+                return fresh
+            if closed:
+                return []
+
     def __iter__(self) -> Iterator[StoredEvent]:
         """Yield events forever (until :meth:`close`)."""
         while not self._closed:
@@ -98,12 +163,14 @@ class Subscription:
         """Wake a consumer blocked in :meth:`get` (it returns what it has, maybe nothing)."""
         with self._cond:
             self._cond.notify_all()
+            self._wake_async()
 
     def close(self) -> None:
         """Stop the subscription and release a waiting consumer."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+            self._wake_async()
         self._hub._remove(self)
 
     def __enter__(self) -> Subscription:

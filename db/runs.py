@@ -7,14 +7,13 @@ the event in the same transaction, so the state column and the event log can nev
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from app.clock import now_ts
+from app.files import write_private_json
 from app.home import Home
 from app.ids import new_id
 from app.redact import redact
@@ -46,6 +45,39 @@ def get_run(log: EventLog, run_id: str) -> RunSummary:
     if row is None:
         raise UnknownRun(run_id)
     return _summary(row)
+
+
+def list_runs(
+    log: EventLog,
+    *,
+    states: Sequence[str] = (),
+    parent_run_id: str | None = None,
+    limit: int = 50,
+    before: tuple[str, str] | None = None,
+) -> list[RunSummary]:
+    """Runs newest first, optionally filtered; ``before`` = (created_at, id) of the last seen."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if states:
+        clauses.append(f"state IN ({', '.join('?' for _ in states)})")
+        params.extend(states)
+    if parent_run_id is not None:
+        clauses.append("parent_run_id = ?")
+        params.append(parent_run_id)
+    if before is not None:
+        clauses.append("(created_at, id) < (?, ?)")
+        params.extend(before)
+    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    rows = (
+        raw_connection(log.db)
+        .execute(
+            f"SELECT {_RUN_COLUMNS} FROM run{where}"  # noqa: S608 - fixed columns, bound values
+            " ORDER BY created_at DESC, id DESC LIMIT ?",
+            (*params, limit),
+        )
+        .fetchall()
+    )
+    return [_summary(row) for row in rows]
 
 
 def create_run(
@@ -161,10 +193,5 @@ def write_manifest(
         "config": dict(config),
         "config_sources": dict(sources),
     }
-    tmp = path.with_name(".manifest.json.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(redact(document), handle, indent=2, sort_keys=True)
-        handle.write("\n")
-    tmp.replace(path)
+    write_private_json(path, redact(document))
     return path

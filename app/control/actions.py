@@ -28,6 +28,7 @@ import msgspec
 
 from app.clock import now_ts
 from app.control.errors import Conflict
+from app.files import write_private
 from app.wire.events import (
     Actor,
     CancelRequested,
@@ -236,10 +237,6 @@ def write_control_mirror(log: EventLog, run_id: str) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         data = msgspec.json.format(msgspec.json.encode(control_state(log, run_id)), indent=2)
-        tmp = path.with_name(".control.json.tmp")
-        tmp_fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(tmp_fd, "wb") as handle:
-            handle.write(data + b"\n")
-        tmp.replace(path)
+        write_private(path, data + b"\n")
     finally:
         os.close(fd)

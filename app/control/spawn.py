@@ -1,0 +1,95 @@
+"""Spawning a delegate run: resolve its config (repo-capped), create it, issue its token."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from app.config import resolve_config
+from app.control.tokens import issue_delegation_token
+from app.files import write_private
+from app.wire.events import Actor, RunFailed
+from app.wire.runs import RunSummary
+from db.eventlog import EventLog
+from db.runs import create_run, transition
+
+TOKEN_FILE = "delegation_token"  # noqa: S105 - a file name, not a secret
+
+
+class SpawnError(ValueError):
+    """The spawn request cannot be honoured as given (HTTP 400); the message says why."""
+
+
+def resolve_repo(repo: str | None) -> Path | None:
+    """The repository root a run works in: an existing directory, symlinks resolved."""
+    if repo is None:
+        return None
+    path = Path(repo).expanduser()
+    if not path.is_absolute():
+        raise SpawnError(f"repo must be an absolute path, got {repo!r}")
+    resolved = path.resolve()
+    if not resolved.is_dir():
+        raise SpawnError(f"repo {repo!r} is not an existing directory")
+    return resolved
+
+
+def spawn_run(
+    log: EventLog,
+    *,
+    task: str,
+    actor: Actor,
+    repo: str | None = None,
+    parent_run_id: str | None = None,
+    task_id: str | None = None,
+    engine: str | None = None,
+    mode: str | None = None,
+    rlm_policy: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> RunSummary:
+    """Create a queued run from a spawn request; raises SpawnError/ConfigError/UnknownRun.
+
+    The explicit arguments win over the same keys in ``overrides``; every value passes the
+    repo caps of the run's repository. When no engine is named, ``rlm.policy = always`` picks
+    the RLM engine and ``never`` the codex engine (DESIGN §9).
+    """
+    repo_path = resolve_repo(repo)
+    layered: dict[str, Any] = dict(overrides or {})
+    for key, value in (
+        ("delegate.engine", engine),
+        ("delegate.mode", mode),
+        ("rlm.policy", rlm_policy),
+    ):
+        if value is not None:
+            layered[key] = value
+    config = resolve_config(repo=repo_path, overrides=layered, env=env)
+    if engine is None and "delegate.engine" not in layered:
+        engine = "rlm" if config.get("rlm.policy") == "always" else "codex"
+    else:
+        engine = str(config.get("delegate.engine"))
+    sources = {key: item.layer for key, item in config.provenance().items()}
+    run = create_run(
+        log,
+        task=task,
+        engine=engine,
+        actor=actor,
+        repo=repo_path,
+        parent_run_id=parent_run_id,
+        task_id=task_id,
+        config=config.as_dict(),
+        config_sources=sources,
+    )
+    try:
+        token = issue_delegation_token(log, run.id, profile=str(config.get("delegate.mode")))
+        write_private(log.home.run_dir(run.id) / TOKEN_FILE, token)
+    except Exception as error:
+        # A run nobody can authenticate as is useless: end it with the reason.
+        transition(
+            log,
+            run.id,
+            RunFailed(reason=f"could not issue its delegation token: {error}"),
+            actor=Actor.RUNNER,
+        )
+        raise
+    return run
