@@ -40,11 +40,11 @@ class Runtime:
     watcher: DataVersionWatcher
     control_token: str = field(repr=False)
     base_url: str = ""
-    #: Seconds between SSE heartbeat comments on an idle stream.
+    #: Seconds between SSE heartbeat comments on an idle stream (``ui.sse_heartbeat_s``).
     sse_heartbeat_s: float = 15.0
 
     @classmethod
-    def open(cls, home: Home, config: ResolvedConfig, *, sweep_interval_s: float = 1.0) -> Runtime:
+    def open(cls, home: Home, config: ResolvedConfig) -> Runtime:
         """Open the home's store and build the services (nothing is started yet)."""
         store = open_store(
             home,
@@ -80,10 +80,13 @@ class Runtime:
             questions=questions,
             confirmations=confirmations,
             sweeper=Sweeper(
-                questions=questions, confirmations=confirmations, interval_s=sweep_interval_s
+                questions=questions,
+                confirmations=confirmations,
+                interval_s=config.get("runner.sweep_interval_s"),
             ),
             watcher=DataVersionWatcher(home.db_path, log.hub.notify),
             control_token=token,
+            sse_heartbeat_s=config.get("ui.sse_heartbeat_s"),
         )
 
     def start(self, host: str, port: int) -> None:

@@ -91,7 +91,8 @@ KEYS: tuple[KeySpec, ...] = (
         "runner.sweep_interval_s",
         "int",
         10,
-        "Seconds between sweeps for runs whose lease expired.",
+        "Seconds between sweeps for runs whose lease expired and for expired questions "
+        "and confirmations.",
         minimum=1,
     ),
     # rlm ------------------------------------------------------------------------------------
@@ -241,6 +242,13 @@ KEYS: tuple[KeySpec, ...] = (
         "Port the runner binds to; 0 = pick a free port.",
         minimum=0,
         maximum=65535,
+    ),
+    KeySpec(
+        "ui.sse_heartbeat_s",
+        "float",
+        15.0,
+        "Seconds between heartbeat comments on an idle event stream.",
+        minimum=0.05,
     ),
     # delegate -------------------------------------------------------------------------------
     KeySpec(
