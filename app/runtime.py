@@ -21,6 +21,11 @@ from app.files import write_private_json
 from app.home import Home
 from db.store import Store, open_store
 from db.watcher import DataVersionWatcher
+from jobs.dispatch import Dispatcher
+from jobs.leases import new_owner_id
+from jobs.queue import RunQueue, build_huey
+from jobs.recovery import RecoveryLoop, recover
+from jobs.runloop import WorkerContext, execute_run
 
 CONFIRM_KEY_FILE = "confirm_key"
 
@@ -38,6 +43,11 @@ class Runtime:
     confirmations: ConfirmationService
     sweeper: Sweeper
     watcher: DataVersionWatcher
+    worker: WorkerContext
+    queue: RunQueue
+    dispatcher: Dispatcher
+    recovery: RecoveryLoop
+    queue_watcher: DataVersionWatcher | None
     control_token: str = field(repr=False)
     base_url: str = ""
     #: Seconds between SSE heartbeat comments on an idle stream (``ui.sse_heartbeat_s``).
@@ -71,6 +81,18 @@ class Runtime:
             ttl_s=config.get("confirm.ttl_s"),
             max_pending=config.get("confirm.max_pending"),
         )
+        worker = WorkerContext(
+            log=log, owner=new_owner_id(), lease_ttl_s=float(config.get("runner.lease_ttl_s"))
+        )
+        queue = RunQueue(
+            build_huey(home, config.get("queue.backend"), config.get("queue.url")),
+            lambda run_id: execute_run(worker, run_id),
+        )
+        queue_watcher = (
+            DataVersionWatcher(home.queue_db_path, queue.wake.set)
+            if config.get("queue.backend") == "sqlite"
+            else None
+        )
         return cls(
             home=home,
             config=config,
@@ -85,6 +107,13 @@ class Runtime:
                 interval_s=config.get("runner.sweep_interval_s"),
             ),
             watcher=DataVersionWatcher(home.db_path, log.hub.notify),
+            worker=worker,
+            queue=queue,
+            dispatcher=Dispatcher(log, queue),
+            recovery=RecoveryLoop(
+                log, own_owner=worker.owner, interval_s=config.get("runner.sweep_interval_s")
+            ),
+            queue_watcher=queue_watcher,
             control_token=token,
             sse_heartbeat_s=config.get("ui.sse_heartbeat_s"),
         )
@@ -108,6 +137,13 @@ class Runtime:
         )
         self.watcher.start()
         self.sweeper.start()
+        # Runs a previous runner (or a dead worker) left running: interrupt, then requeue/fail.
+        recover(self.store.log, own_owner=self.worker.owner)
+        self.recovery.start()
+        self.queue.start_consumer(int(self.config.get("queue.workers")))
+        if self.queue_watcher is not None:
+            self.queue_watcher.start()
+        self.dispatcher.start()
 
     def login_url(self) -> str:
         """A fresh one-time UI login URL."""
@@ -115,7 +151,14 @@ class Runtime:
         return f"{self.base_url}/ui/login?code={code}"
 
     def stop(self) -> None:
-        """Stop threads, remove the endpoint files, close the store."""
+        """Stop threads, hand running runs back to the queue, remove the endpoint files."""
+        self.dispatcher.stop()
+        if self.queue_watcher is not None:
+            self.queue_watcher.stop()
+        self.recovery.stop()
+        self.queue.stop_consumer(timeout=2.0)
+        # Whatever this runner still held is re-queued (or failed) now, not after a lease TTL.
+        recover(self.store.log, dead_owner=self.worker.owner)
         self.sweeper.stop()
         self.watcher.stop()
         for path in (self.home.endpoint_path, self.home.auth_path):

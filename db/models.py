@@ -44,6 +44,15 @@ class Run(BaseModel):
     control_seq = IntegerField(default=0)
     #: JSON object of per-run feature toggles, applied at resume boundaries.
     feature_toggles = TextField(default="{}")
+    #: ``host:pid:nonce`` of the worker holding the run, and until when (renewed while it runs).
+    lease_owner = TextField(null=True)
+    lease_expires_at = CharField(null=True)
+    #: How many times a worker has started (or continued) the run.
+    attempt = IntegerField(default=0)
+    #: Milliseconds spent running, over all attempts (the wall-clock budget counts these).
+    active_ms = IntegerField(default=0)
+    #: Process group of the engine's child process, while it has one.
+    engine_pgid = IntegerField(null=True)
 
 
 class Event(BaseModel):

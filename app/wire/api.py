@@ -40,7 +40,7 @@ class SpawnRequest(Request, frozen=True):
     """Start a delegate run. ``config`` holds per-run overrides as dotted keys (repo-capped)."""
 
     task: Text
-    engine: Literal["rlm", "codex"] | None = None
+    engine: Literal["rlm", "codex", "echo"] | None = None
     repo: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)] | None = None
     parent_run_id: Identifier | None = None
     task_id: Identifier | None = None

@@ -1,0 +1,152 @@
+"""The Huey queue: one task, ``execute_run(run_id)``, and consumers that pick it up at once.
+
+The database is the source of truth, not the queue: a queue message only says "look at this
+run"; the worker claims the run with a lease and does nothing if it is not ``queued``. So a
+message delivered twice, or a message for a run cancelled meanwhile, is harmless.
+
+Huey's workers poll an idle queue with exponential backoff. Here they wait on an event
+instead, set by an in-process enqueue or by a ``PRAGMA data_version`` change of the queue
+database (an enqueue from another process), so a spawned run starts within milliseconds
+without a tight poll.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from huey import Huey, SqliteHuey
+from huey.consumer import Consumer, Worker
+
+from app.home import Home
+
+log = logging.getLogger(__name__)
+
+TASK_NAME = "execute_run"
+#: Longest a worker sleeps on an idle queue with no wake-up (a safety net, not the path).
+IDLE_POLL_S = 1.0
+
+
+class QueueConfigError(ValueError):
+    """The configured queue backend cannot be used; the message says how to fix it."""
+
+
+def build_huey(home: Home, backend: str, url: str = "") -> Huey:
+    """The Huey instance for ``queue.backend`` (sqlite in the home by default)."""
+    if backend == "sqlite":
+        return SqliteHuey(
+            name="codex-delegation",
+            filename=str(home.queue_db_path),
+            results=False,
+            store_none=False,
+            utc=True,
+            fsync=False,
+            timeout=10,
+        )
+    if backend == "redis":
+        try:
+            from huey import RedisHuey
+        except ImportError:  # pragma: no cover - huey always exports it
+            raise QueueConfigError("RedisHuey is unavailable") from None
+        if not url:
+            raise QueueConfigError("queue.backend = redis needs queue.url (redis://host:port/db)")
+        try:
+            return RedisHuey(name="codex-delegation", url=url, results=False)
+        except ImportError:
+            raise QueueConfigError(
+                "queue.backend = redis needs the `redis` package: pip install redis"
+            ) from None
+    if backend == "postgres":
+        if not url:
+            raise QueueConfigError(
+                "queue.backend = postgres needs queue.url (postgresql://user@host/db)"
+            )
+        from huey.contrib.sql_huey import SqlHuey
+
+        try:
+            return SqlHuey(name="codex-delegation", database=url, results=False)
+        except Exception as error:
+            raise QueueConfigError(f"queue.backend = postgres: {error}") from None
+    raise QueueConfigError(f"unknown queue.backend {backend!r}; use sqlite, redis or postgres")
+
+
+class RunQueue:
+    """The queue of one process: enqueue runs, and host a consumer that executes them."""
+
+    def __init__(self, huey: Huey, execute: Callable[[str], Any]) -> None:
+        self.huey = huey
+        self.wake = threading.Event()
+        self._task = huey.task(name=TASK_NAME, retries=0)(execute)
+        self._consumer: _Consumer | None = None
+
+    def enqueue(self, run_id: str) -> None:
+        """Ask a worker to look at ``run_id`` (call after the run's commit)."""
+        self._task(run_id)
+        self.wake.set()
+
+    def start_consumer(self, workers: int) -> None:
+        """Start thread workers in this process (no signal handlers, no scheduler)."""
+        consumer = _Consumer(
+            self.huey,
+            wake=self.wake,
+            workers=workers,
+            periodic=False,
+            initial_delay=IDLE_POLL_S,
+            max_delay=IDLE_POLL_S,
+            backoff=1.0,
+            worker_type="thread",
+            check_worker_health=False,
+        )
+        consumer.start()
+        self._consumer = consumer
+
+    def stop_consumer(self, timeout: float = 10.0) -> None:
+        """Stop the workers, letting running tasks reach a boundary for up to ``timeout``."""
+        if self._consumer is not None:
+            self._consumer.shutdown_timeout = timeout
+            self.wake.set()
+            self._consumer.stop(graceful=True)
+            self._consumer = None
+
+    def run_consumer_forever(self, workers: int, stop: threading.Event) -> None:
+        """Host a consumer until ``stop`` is set (for `app worker`)."""
+        self.start_consumer(workers)
+        try:
+            stop.wait()
+        finally:
+            self.stop_consumer()
+
+
+class _WakeableWorker(Worker):  # type: ignore[misc]
+    """A Huey worker that sleeps on an event instead of polling with backoff."""
+
+    wake: threading.Event
+
+    def sleep(self) -> None:
+        if self.wake.wait(self.delay):
+            self.wake.clear()
+
+
+class _Consumer(Consumer):  # type: ignore[misc]
+    """Huey's consumer for hosting inside another process: no signal handlers."""
+
+    def __init__(self, huey: Huey, *, wake: threading.Event, **kwargs: Any) -> None:
+        self._wake = wake
+        super().__init__(huey, **kwargs)
+
+    def _create_worker(self) -> Worker:
+        worker = _WakeableWorker(
+            huey=self.huey,
+            stop_flag=self.stop_flag,
+            default_delay=self.default_delay,
+            max_delay=self.max_delay,
+            backoff=self.backoff,
+            max_tasks=self.max_tasks,
+        )
+        worker.wake = self._wake
+        return worker
+
+    def _set_signal_handlers(self) -> None:
+        """The host process owns its signals."""

@@ -1,0 +1,70 @@
+"""Recovering runs whose worker was lost: at start-up and then on a timer."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+
+from db.eventlog import EventLog
+from jobs.leases import Recovered, sweep_expired
+
+log = logging.getLogger(__name__)
+
+
+def recover(
+    log_: EventLog, *, own_owner: str | None = None, dead_owner: str | None = None
+) -> list[Recovered]:
+    """Interrupt (then re-queue or fail) orphaned runs and kill what their engines left.
+
+    ``own_owner``'s runs are left alone (they are ours and alive); ``dead_owner``'s are
+    recovered whatever their lease says (a runner handing its runs back as it exits).
+    """
+    recovered = sweep_expired(log_, ignore_owner=own_owner, dead_owner=dead_owner)
+    for item in recovered:
+        log.warning("run %s was orphaned: %s", item.run_id, item.action)
+        if item.engine_pgid:
+            kill_orphaned_group(item.engine_pgid)
+    return recovered
+
+
+def kill_orphaned_group(pgid: int) -> None:
+    """Kill a process group a lost worker's engine left behind (it has no parent to stop it)."""
+    try:
+        from jobs.supervise import kill_group
+    except ImportError:  # pragma: no cover - supervise ships with jobs
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+        return
+    kill_group(pgid, grace_s=1.0)
+
+
+class RecoveryLoop:
+    """A daemon thread calling :func:`recover` every ``interval_s``."""
+
+    def __init__(self, log_: EventLog, *, own_owner: str, interval_s: float) -> None:
+        self._log = log_
+        self._owner = own_owner
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the timer (the first sweep is the caller's, at start-up)."""
+        self._thread = threading.Thread(target=self._run, name="recovery", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the timer."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            try:
+                recover(self._log, own_owner=self._owner)
+            except Exception:
+                log.exception("recovery sweep failed")
