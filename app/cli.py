@@ -25,7 +25,6 @@ PENDING_VERBS: dict[str, str] = {
     "desktop": "the desktop window lands with the UI issue",
     "tui": "the Textual TUI lands with the UI issue",
     "mcp": "the MCP delegation server lands with the 'MCP delegation server' issue",
-    "worker": "the stand-alone Huey consumer lands with the 'Execution' issue",
     "runs": "listing and showing runs over the API lands with the 'Control plane' issue",
     "spawn": "spawning runs over the API lands with the 'Control plane' issue",
     "install-codex": "registering with Codex lands with the 'MCP delegation server' issue",
@@ -88,7 +87,6 @@ def build_parser() -> argparse.ArgumentParser:
     for verb, text in (
         ("tui", "terminal UI"),
         ("mcp", "MCP delegation server on stdio"),
-        ("worker", "stand-alone queue consumer"),
         ("runs", "list and show runs"),
         ("spawn", "spawn a delegate run"),
         ("install-codex", "register the MCP server with Codex"),
@@ -97,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub = verbs.add_parser(verb, parents=[home], help=text)
         sub.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
         sub.set_defaults(handler=_pending(verb))
+
+    worker = verbs.add_parser("worker", parents=[home], help="stand-alone queue consumer")
+    worker.add_argument("--workers", type=int, help="worker threads (default: queue.workers)")
+    worker.set_defaults(handler=_worker)
 
     config = verbs.add_parser("config", help="show the effective configuration")
     config_verbs = config.add_subparsers(dest="config_verb", metavar="VERB", required=True)
@@ -216,6 +218,15 @@ def _db_reconcile(args: argparse.Namespace) -> int:
     for run_id in report.mirrors_repaired:
         print(f"repaired {run_id}")
     return EXIT_OK
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from jobs.worker import run_worker
+
+    if args.workers is not None and args.workers < 1:
+        print("app worker: --workers must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    return run_worker(_home(args), workers=args.workers)
 
 
 def _serve(args: argparse.Namespace) -> int:

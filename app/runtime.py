@@ -88,6 +88,7 @@ class Runtime:
             build_huey(home, config.get("queue.backend"), config.get("queue.url")),
             lambda run_id: execute_run(worker, run_id),
         )
+        dispatcher = Dispatcher(log, queue)
         queue_watcher = (
             DataVersionWatcher(home.queue_db_path, queue.wake.set)
             if config.get("queue.backend") == "sqlite"
@@ -109,9 +110,13 @@ class Runtime:
             watcher=DataVersionWatcher(home.db_path, log.hub.notify),
             worker=worker,
             queue=queue,
-            dispatcher=Dispatcher(log, queue),
+            dispatcher=dispatcher,
             recovery=RecoveryLoop(
-                log, own_owner=worker.owner, interval_s=config.get("runner.sweep_interval_s")
+                log,
+                own_owner=worker.owner,
+                interval_s=config.get("runner.sweep_interval_s"),
+                # A run queued this long has lost its message: send another (harmless if not).
+                also=lambda: dispatcher.redispatch_stale(6 * config.get("runner.sweep_interval_s")),
             ),
             queue_watcher=queue_watcher,
             control_token=token,
@@ -140,7 +145,9 @@ class Runtime:
         # Runs a previous runner (or a dead worker) left running: interrupt, then requeue/fail.
         recover(self.store.log, own_owner=self.worker.owner)
         self.recovery.start()
-        self.queue.start_consumer(int(self.config.get("queue.workers")))
+        workers = int(self.config.get("queue.workers"))
+        if workers:
+            self.queue.start_consumer(workers)
         if self.queue_watcher is not None:
             self.queue_watcher.start()
         self.dispatcher.start()

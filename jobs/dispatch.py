@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import timedelta
 
+from app.clock import format_ts, utc_now
 from db.connection import raw_connection
 from db.eventlog import EventLog
 from db.hub import Subscription
@@ -43,6 +45,21 @@ class Dispatcher:
             self._queue.enqueue(run_id)
         self._thread = threading.Thread(target=self._follow, name="dispatcher", daemon=True)
         self._thread.start()
+
+    def redispatch_stale(self, older_than_s: float) -> int:
+        """Enqueue again runs that have sat queued for a while (a message may have been lost,
+        e.g. with a worker killed between taking it and claiming the run). Returns how many."""
+        cutoff = format_ts(utc_now() - timedelta(seconds=older_than_s))
+        rows = (
+            raw_connection(self._log.db)
+            .execute("SELECT id FROM run WHERE state = 'queued' AND updated_at < ?", (cutoff,))
+            .fetchall()
+        )
+        if not rows or self._queue.huey.pending_count() >= len(rows):
+            return 0  # enough messages are waiting already; do not pile up duplicates
+        for (run_id,) in rows:
+            self._queue.enqueue(run_id)
+        return len(rows)
 
     def stop(self) -> None:
         """Stop following the log."""

@@ -72,13 +72,29 @@ def build_huey(home: Home, backend: str, url: str = "") -> Huey:
     raise QueueConfigError(f"unknown queue.backend {backend!r}; use sqlite, redis or postgres")
 
 
+#: What this process does with a run message (set by the RunQueue the process hosts).
+_EXECUTOR: Callable[[str], Any] | None = None
+
+
+def execute_run_message(run_id: str) -> None:
+    """The Huey task: hand the run to this process's executor (the run loop).
+
+    A module-level function so that its registered name is the same in every process.
+    """
+    if _EXECUTOR is None:
+        raise RuntimeError("this process hosts no run executor")
+    _EXECUTOR(run_id)
+
+
 class RunQueue:
     """The queue of one process: enqueue runs, and host a consumer that executes them."""
 
     def __init__(self, huey: Huey, execute: Callable[[str], Any]) -> None:
+        global _EXECUTOR  # noqa: PLW0603 - one executor per process, like the huey registry
+        _EXECUTOR = execute
         self.huey = huey
         self.wake = threading.Event()
-        self._task = huey.task(name=TASK_NAME, retries=0)(execute)
+        self._task = huey.task(name=TASK_NAME, retries=0)(execute_run_message)
         self._consumer: _Consumer | None = None
 
     def enqueue(self, run_id: str) -> None:

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Callable
 
 from db.eventlog import EventLog
 from jobs.leases import Recovered, sweep_expired
@@ -42,10 +43,18 @@ def kill_orphaned_group(pgid: int) -> None:
 
 
 class RecoveryLoop:
-    """A daemon thread calling :func:`recover` every ``interval_s``."""
+    """A daemon thread calling :func:`recover` (and ``also``) every ``interval_s``."""
 
-    def __init__(self, log_: EventLog, *, own_owner: str, interval_s: float) -> None:
+    def __init__(
+        self,
+        log_: EventLog,
+        *,
+        own_owner: str,
+        interval_s: float,
+        also: Callable[[], object] | None = None,
+    ) -> None:
         self._log = log_
+        self._also = also
         self._owner = own_owner
         self._interval_s = interval_s
         self._stop = threading.Event()
@@ -66,5 +75,7 @@ class RecoveryLoop:
         while not self._stop.wait(self._interval_s):
             try:
                 recover(self._log, own_owner=self._owner)
+                if self._also is not None:
+                    self._also()
             except Exception:
                 log.exception("recovery sweep failed")

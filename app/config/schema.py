@@ -334,7 +334,13 @@ KEYS: tuple[KeySpec, ...] = (
         choices=("sqlite", "redis", "postgres"),
     ),
     KeySpec("queue.url", "str", "", "Connection URL for the redis/postgres backend."),
-    KeySpec("queue.workers", "int", 4, "Huey consumer worker count.", minimum=1),
+    KeySpec(
+        "queue.workers",
+        "int",
+        4,
+        "Worker threads of the runner's in-process consumer (0 = none: run `app worker`).",
+        minimum=0,
+    ),
     # confirm --------------------------------------------------------------------------------
     KeySpec("confirm.max_pending", "int", 3, "Maximum pending confirmations per run.", minimum=1),
     KeySpec("confirm.ttl_s", "int", 900, "Seconds before a confirmation nonce expires.", minimum=1),
