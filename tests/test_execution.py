@@ -32,7 +32,9 @@ def spawn(api: httpx.Client, task: str = "echo me", **config: Any) -> str:
     return run_id
 
 
-def wait_state(api: httpx.Client, run_id: str, states: set[str], timeout: float = 20) -> dict[str, Any]:
+def wait_state(
+    api: httpx.Client, run_id: str, states: set[str], timeout: float = 20
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         run: dict[str, Any] = api.get(f"/api/runs/{run_id}").json()
@@ -85,9 +87,12 @@ def test_pause_at_a_boundary_then_resume_from_the_checkpoint(api: httpx.Client) 
     wait_state(api, run_id, {"running"})
     time.sleep(0.15)
     paused_at = time.monotonic()
-    assert api.post(
-        f"/api/runs/{run_id}/control", json={"action": "pause", "request_id": "p1"}
-    ).json()["state"] == "pausing"
+    assert (
+        api.post(
+            f"/api/runs/{run_id}/control", json={"action": "pause", "request_id": "p1"}
+        ).json()["state"]
+        == "pausing"
+    )
     wait_state(api, run_id, {"paused"})
     assert time.monotonic() - paused_at < 1.0
     steps_before = types(api, run_id).count("step_completed")
@@ -155,7 +160,12 @@ def _no_overlapping_attempts(evts: list[dict[str, Any]]) -> None:
         if event["type"] == "run_started":
             assert not running, "a run was executed twice at once"
             running = True
-        elif event["type"] in ("run_paused", "run_interrupted", *[f"run_{s}" for s in ("completed", "failed", "cancelled")], "budget_exceeded"):
+        elif event["type"] in (
+            "run_paused",
+            "run_interrupted",
+            *[f"run_{s}" for s in ("completed", "failed", "cancelled")],
+            "budget_exceeded",
+        ):
             running = False
 
 
@@ -209,3 +219,43 @@ def test_standalone_worker_executes_runs(tmp_path: Path) -> None:
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=30) == 0
         assert live.stop() == 0
+
+
+def test_repo_outside_allowed_roots_is_refused(
+    tmp_path: Path, runner: LiveRunner, api: httpx.Client
+) -> None:
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    config_dir = Path(os.environ["XDG_CONFIG_HOME"]) / "codex-delegation"
+    config_dir.mkdir(parents=True, exist_ok=True)
+    (config_dir / "config.toml").write_text(f'[paths]\nallowed_roots = ["{allowed}"]\n')
+    refused = api.post("/api/runs", json={"task": "x", "engine": "echo", "repo": str(elsewhere)})
+    assert refused.status_code == 400
+    assert "outside paths.allowed_roots" in refused.json()["detail"]
+    accepted = api.post("/api/runs", json={"task": "x", "engine": "echo", "repo": str(allowed)})
+    assert accepted.status_code == 201, accepted.text
+    assert len(api.get("/api/runs").json()["runs"]) == 1
+
+
+def test_missing_codex_binary_is_refused_at_spawn(runner: LiveRunner, api: httpx.Client) -> None:
+    body = {"task": "x", "engine": "codex", "config": {"codex.binary": "/nonexistent/codex"}}
+    refused = api.post("/api/runs", json=body)
+    assert refused.status_code == 400
+    assert "/nonexistent/codex" in refused.json()["detail"]
+    assert api.get("/api/runs").json()["runs"] == []
+
+
+def test_unwritable_home_is_a_clear_error_with_nothing_created(
+    runner: LiveRunner, api: httpx.Client
+) -> None:
+    # As root, permissions do not stop writes: make runs/ unusable instead.
+    runner.home.runs_dir.rmdir()
+    runner.home.runs_dir.write_text("not a directory")
+    refused = api.post("/api/runs", json={"task": "x", "engine": "echo"})
+    assert refused.status_code == 503
+    assert "make the runner's home writable" in refused.json()["detail"]
+    assert api.get("/api/runs").json()["runs"] == []
+    runner.home.runs_dir.unlink()
+    runner.home.runs_dir.mkdir()

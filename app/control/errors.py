@@ -32,6 +32,12 @@ class LimitReached(ControlError):
     code = "limit_reached"
 
 
+class Unavailable(ControlError):
+    """The runner cannot do this right now for a reason on its side (HTTP 503)."""
+
+    code = "unavailable"
+
+
 class Forbidden(ControlError):
     """The caller is authenticated but may not do this (HTTP 403)."""
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+import shutil
 from pathlib import Path
 from typing import Any
 
 from app.config import resolve_config
+from app.control.errors import Unavailable
 from app.control.tokens import issue_delegation_token
 from app.files import write_private
 from app.wire.events import Actor, RunFailed
@@ -19,6 +21,30 @@ TOKEN_FILE = "delegation_token"  # noqa: S105 - a file name, not a secret
 
 class SpawnError(ValueError):
     """The spawn request cannot be honoured as given (HTTP 400); the message says why."""
+
+
+class HomeNotWritable(Unavailable):
+    """The runner cannot write the run's files (HTTP 503); nothing was created."""
+
+
+def _check_repo_allowed(repo: Path | None, allowed_roots: list[str]) -> None:
+    if repo is None:
+        return
+    roots = [Path(root) for root in allowed_roots]
+    if not any(repo == root or repo.is_relative_to(root) for root in roots):
+        shown = ", ".join(str(root) for root in roots) or "none"
+        raise SpawnError(
+            f"repo {repo} is outside paths.allowed_roots ({shown}); add it to "
+            "paths.allowed_roots in the repo's .codex/delegation.toml or the global config"
+        )
+
+
+def _check_codex_binary(binary: str) -> None:
+    if shutil.which(binary) is None:
+        raise SpawnError(
+            f"the codex engine needs the Codex CLI, but {binary!r} was not found on PATH; "
+            "install it (npm install -g @openai/codex) or set codex.binary to its path"
+        )
 
 
 def resolve_repo(repo: str | None) -> Path | None:
@@ -68,18 +94,28 @@ def spawn_run(
         engine = "rlm" if config.get("rlm.policy") == "always" else "codex"
     else:
         engine = str(config.get("delegate.engine"))
+    _check_repo_allowed(repo_path, config.get("paths.allowed_roots"))
+    if engine == "codex":
+        _check_codex_binary(str(config.get("codex.binary")))
     sources = {key: item.layer for key, item in config.provenance().items()}
-    run = create_run(
-        log,
-        task=task,
-        engine=engine,
-        actor=actor,
-        repo=repo_path,
-        parent_run_id=parent_run_id,
-        task_id=task_id,
-        config=config.as_dict(),
-        config_sources=sources,
-    )
+    try:
+        run = create_run(
+            log,
+            task=task,
+            engine=engine,
+            actor=actor,
+            repo=repo_path,
+            parent_run_id=parent_run_id,
+            task_id=task_id,
+            config=config.as_dict(),
+            config_sources=sources,
+        )
+    except OSError as error:
+        raise HomeNotWritable(
+            f"cannot create the run's files under {log.home.runs_dir}: "
+            f"{error.strerror or error}; "
+            "make the runner's home writable (or start it with another --home)"
+        ) from None
     try:
         token = issue_delegation_token(log, run.id, profile=str(config.get("delegate.mode")))
         write_private(log.home.run_dir(run.id) / TOKEN_FILE, token)
