@@ -133,7 +133,7 @@ def test_wall_clock_budget(api: httpx.Client) -> None:
     run_id = api.post("/api/runs", json=body).json()["run"]["id"]
     run = wait_state(api, run_id, TERMINAL)
     assert run["state"] == "budget_exceeded"
-    exceeded = [e for e in events(api, run_id) if e["type"] == "budget_exceeded"][0]
+    exceeded = next(e for e in events(api, run_id) if e["type"] == "budget_exceeded")
     assert exceeded["payload"]["budget"] == "delegate.wall_clock_timeout_ms"
     assert exceeded["payload"]["used"] >= 300
 
@@ -213,7 +213,7 @@ def test_standalone_worker_executes_runs(tmp_path: Path) -> None:
             run_id = spawn(api, "from the worker", steps=2)
             run = wait_state(api, run_id, TERMINAL)
             assert run["state"] == "succeeded"
-            started = [e for e in events(api, run_id) if e["type"] == "run_started"][0]
+            started = next(e for e in events(api, run_id) if e["type"] == "run_started")
             assert started["payload"]["worker_id"].split(":")[1] == str(worker.pid)
     finally:
         worker.send_signal(signal.SIGTERM)

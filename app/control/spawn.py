@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
