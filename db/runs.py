@@ -8,7 +8,7 @@ the event in the same transaction, so the state column and the event log can nev
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -92,11 +92,15 @@ def create_run(
     config: Mapping[str, Any] | None = None,
     config_sources: Mapping[str, str] | None = None,
     run_id: str | None = None,
+    on_create: Callable[[Tx, str], None] | None = None,
 ) -> RunSummary:
     """Create a queued run: its directory, its row and its ``run_queued`` event, all or nothing.
 
-    The directory is made first and removed again if the database write fails, so neither a
-    row without a directory nor a directory without a row is left behind.
+    Everything a worker needs (directory, ``manifest.json``, whatever ``on_create`` adds inside
+    the transaction, e.g. the delegation token) exists before the commit makes the run
+    visible, since a worker may claim it the moment it is committed. The directory is
+    removed again if anything fails, so neither a row without a directory nor a directory
+    without a row is left behind.
     """
     run_id = run_id or new_id("run")
     home = log.home
@@ -106,6 +110,24 @@ def create_run(
         for name in RUN_SUBDIRS:
             (run_dir / name).mkdir(mode=0o700)
         ts = now_ts()
+        write_manifest(
+            home,
+            RunSummary(
+                id=run_id,
+                state=INITIAL_STATE.value,
+                engine=engine,
+                task=task,
+                repo=str(repo) if repo else None,
+                task_id=task_id,
+                parent_run_id=parent_run_id,
+                created_at=ts,
+                updated_at=ts,
+                last_seq=1,
+                state_reason=None,
+            ),
+            config or {},
+            config_sources or {},
+        )
         with log.transaction() as tx:
             if (
                 parent_run_id is not None
@@ -133,12 +155,12 @@ def create_run(
                 actor=actor,
                 state_change=True,
             )
+            if on_create is not None:
+                on_create(tx, run_id)
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
-    summary = get_run(log, run_id)
-    write_manifest(home, summary, config or {}, config_sources or {})
-    return summary
+    return get_run(log, run_id)
 
 
 def transition(

@@ -11,10 +11,10 @@ from app.config import resolve_config
 from app.control.errors import Unavailable
 from app.control.tokens import issue_delegation_token
 from app.files import write_private
-from app.wire.events import Actor, RunFailed
+from app.wire.events import Actor
 from app.wire.runs import RunSummary
-from db.eventlog import EventLog
-from db.runs import create_run, transition
+from db.eventlog import EventLog, Tx
+from db.runs import create_run
 
 TOKEN_FILE = "delegation_token"  # noqa: S105 - a file name, not a secret
 
@@ -98,6 +98,13 @@ def spawn_run(
     if engine == "codex":
         _check_codex_binary(str(config.get("codex.binary")))
     sources = {key: item.layer for key, item in config.provenance().items()}
+    profile = str(config.get("delegate.mode"))
+
+    def give_token(tx: Tx, run_id: str) -> None:
+        # Inside the creating transaction: the run is never visible without its token.
+        token = issue_delegation_token(log, run_id, profile=profile)
+        write_private(log.home.run_dir(run_id) / TOKEN_FILE, token)
+
     try:
         run = create_run(
             log,
@@ -109,6 +116,7 @@ def spawn_run(
             task_id=task_id,
             config=config.as_dict(),
             config_sources=sources,
+            on_create=give_token,
         )
     except OSError as error:
         raise HomeNotWritable(
@@ -116,16 +124,4 @@ def spawn_run(
             f"{error.strerror or error}; "
             "make the runner's home writable (or start it with another --home)"
         ) from None
-    try:
-        token = issue_delegation_token(log, run.id, profile=str(config.get("delegate.mode")))
-        write_private(log.home.run_dir(run.id) / TOKEN_FILE, token)
-    except Exception as error:
-        # A run nobody can authenticate as is useless: end it with the reason.
-        transition(
-            log,
-            run.id,
-            RunFailed(reason=f"could not issue its delegation token: {error}"),
-            actor=Actor.RUNNER,
-        )
-        raise
     return run
