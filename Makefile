@@ -10,6 +10,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 .PHONY: run test bootstrap lint typecheck docs-check pytest docs clean
 
 bootstrap: $(STAMP)
+	@scripts/install_codex.sh
 
 $(STAMP): pyproject.toml
 	@scripts/bootstrap.sh "$(PYTHON)" "$(VENV)"

@@ -281,6 +281,8 @@ class _Attempt:
                 actor=Actor.WORKER,
             )
             self.save_checkpoint(engine)
+            if result.finished and engine.yields_to_pause and self.state() is RunState.PAUSING:
+                continue  # the top of the loop pauses at this boundary
             if result.finished:
                 answer = result.answer or ""
                 return self.end(RunCompleted(answer_preview=answer[:500]))

@@ -304,7 +304,7 @@ def _code_from_siginfo(info: os.waitid_result) -> int:
 def _reaper_command(
     argv: Sequence[str], *, parent_pid: int, status_fd: int, grace_s: float
 ) -> list[str]:
-    """The argv that runs ``argv`` under the reaper (this file as a script)."""
+    """The argv that runs ``argv`` under the reaper (this file, run by this interpreter)."""
     # -I: ignore PYTHON* variables and user site, never put the script's dir on sys.path;
     # -S: skip site-packages. The reaper needs only the standard library and starts faster.
     return [
@@ -612,6 +612,7 @@ class _Reaper:
         try:
             for sig in (*_REAPER_IGNORED, _REAPER_PDEATHSIG, *_RESTORED_FOR_CHILD):
                 signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, ())
             _set_pdeathsig(signal.SIGKILL)
             if os.getppid() != self.me:
                 os._exit(127)  # the reaper died before we armed: do not start at all
@@ -625,6 +626,9 @@ class _Reaper:
 
     def run(self, argv: list[str]) -> NoReturn:
         """Arm PDEATHSIG, start the command, wait for it, exit the way it exited."""
+        # The mask is inherited from whichever runner thread forked us: a blocked SIGHUP
+        # would leave PDEATHSIG pending forever.
+        signal.pthread_sigmask(signal.SIG_SETMASK, ())
         for sig in _REAPER_IGNORED:
             signal.signal(sig, lambda signum, frame: None)
         signal.signal(_REAPER_PDEATHSIG, self.on_pdeathsig)

@@ -18,6 +18,7 @@ import pytest
 
 from app.home import Home
 from db.mirror import read_mirror
+from jobs.supervise import processes_in_group
 from tests.conftest import APP, LiveRunner, start_runner, subprocess_env
 
 TERMINAL = {"succeeded", "failed", "cancelled", "budget_exceeded"}
@@ -124,6 +125,39 @@ def test_cancel_mid_step_stops_at_once(api: httpx.Client) -> None:
     assert "run_completed" not in types(api, run_id)
 
 
+def _engine_pgid(home: Home, run_id: str) -> int | None:
+    import sqlite3
+
+    conn = sqlite3.connect(str(home.db_path))
+    try:
+        row = conn.execute("SELECT engine_pgid FROM run WHERE id = ?", (run_id,)).fetchone()
+    finally:
+        conn.close()
+    return int(row[0]) if row and row[0] else None
+
+
+def _wait_pgid(home: Home, run_id: str) -> int:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        pgid = _engine_pgid(home, run_id)
+        if pgid:
+            return pgid
+        time.sleep(0.01)
+    raise AssertionError(f"{run_id} never started a child")
+
+
+def test_cancel_kills_the_engines_process_group(runner: LiveRunner, api: httpx.Client) -> None:
+    run_id = spawn(api, steps=3, step_ms=30_000, child=True)
+    pgid = _wait_pgid(runner.home, run_id)
+    assert processes_in_group(pgid)
+    api.post(f"/api/runs/{run_id}/control", json={"action": "cancel", "request_id": "c"})
+    deadline = time.monotonic() + 2
+    while processes_in_group(pgid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert processes_in_group(pgid) == [], "the cancelled run's processes must be gone"
+    assert wait_state(api, run_id, TERMINAL)["state"] == "cancelled"
+
+
 def test_wall_clock_budget(api: httpx.Client) -> None:
     body = {
         "task": "slow",
@@ -173,12 +207,18 @@ def test_kill_9_of_the_runner_with_runs_in_flight(tmp_path: Path) -> None:
     home = Home(tmp_path / "crash-home")
     first = start_runner(home, CODEX_DELEGATION_CONFIG_OVERRIDES=FAST + "; runner.lease_ttl_s=3")
     with first.client() as api:
-        run_ids = [spawn(api, f"task {i}", steps=8, step_ms=150) for i in range(12)]
+        run_ids = [spawn(api, f"task {i}", steps=8, step_ms=150, child=True) for i in range(12)]
         time.sleep(0.8)  # four running, the rest queued
         states = {api.get(f"/api/runs/{r}").json()["state"] for r in run_ids}
         assert "running" in states
+    pgids = [pgid for r in run_ids if (pgid := _engine_pgid(home, r))]
+    assert pgids, "running runs have child processes"
     os.kill(first.proc.pid, signal.SIGKILL)
     first.proc.wait()
+    deadline = time.monotonic() + 5
+    while any(processes_in_group(p) for p in pgids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [p for p in pgids if processes_in_group(p)] == [], "no orphan survives the runner"
     second = start_runner(home, CODEX_DELEGATION_CONFIG_OVERRIDES=FAST)
     try:
         with second.client() as api:

@@ -268,6 +268,12 @@ KEYS: tuple[KeySpec, ...] = (
     KeySpec("echo.steps", "int", 3, "Steps the `echo` engine runs before answering.", minimum=1),
     KeySpec("echo.step_ms", "int", 0, "Milliseconds each `echo` step takes.", minimum=0),
     KeySpec(
+        "echo.child",
+        "bool",
+        False,
+        "Run each `echo` step as a supervised child process (to exercise supervision).",
+    ),
+    KeySpec(
         "delegate.mode",
         "str",
         "question_only",

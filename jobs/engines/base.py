@@ -76,6 +76,9 @@ class Engine(abc.ABC):
     name: ClassVar[str]
     #: Whether a run interrupted mid-step (worker lost) can continue from its checkpoint.
     resumable: ClassVar[bool] = False
+    #: When a step finishes the work while a pause is pending, pause instead of completing
+    #: (the next step, after resume, continues the work).
+    yields_to_pause: ClassVar[bool] = False
 
     def __init__(self, context: EngineContext, checkpoint: Mapping[str, Any] | None) -> None:
         self.context = context

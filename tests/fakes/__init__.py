@@ -1,0 +1,1 @@
+"""Test doubles that real external programs talk to (a fake OpenAI Responses API, ...)."""
