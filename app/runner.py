@@ -92,7 +92,11 @@ def _stop_on_signals(server: uvicorn.Server) -> Iterator[None]:
 def bind_socket(host: str, port: int) -> socket.socket:
     """Bind a listening TCP socket (port 0 = any free port)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP matters: asyncio turns TCP_NODELAY on for accepted connections only
+    # when the socket says it is TCP; without it every keep-alive response waits ~40 ms for
+    # the client's delayed ACK (Nagle). Accepted sockets also inherit the listener's option.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(2048)

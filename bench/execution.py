@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 from app.clock import parse_ts  # noqa: E402
 from app.home import Home  # noqa: E402
-from jobs.supervise import processes_in_group  # noqa: E402
 from app.localrunner import start_runner  # noqa: E402
+from jobs.supervise import processes_in_group  # noqa: E402
 
 TARGETS = {
     "spawn_to_started_p50_ms": "<= 50",
@@ -62,6 +62,12 @@ class StartedWatcher:
         self.thread.start()
 
     def _run(self) -> None:
+        try:
+            self._follow()
+        except httpx.HTTPError:
+            pass  # the runner stopped at the end of the bench
+
+    def _follow(self) -> None:
         with self.client.stream("GET", "/api/events/stream") as response:
             event_type = None
             for line in response.iter_lines():
@@ -80,7 +86,11 @@ class StartedWatcher:
 
 
 def spawn(api: httpx.Client, **config: Any) -> str:
-    body = {"task": "bench", "engine": "echo", "config": {f"echo.{k}": v for k, v in config.items()}}
+    body = {
+        "task": "bench",
+        "engine": "echo",
+        "config": {f"echo.{k}": v for k, v in config.items()},
+    }
     response = api.post("/api/runs", json=body)
     response.raise_for_status()
     run_id: str = response.json()["run"]["id"]
@@ -123,7 +133,9 @@ def bench_pause_after_boundary(api: httpx.Client, count: int) -> list[float]:
         wait_state(api, run_id, {"paused"})
         evts = events(api, run_id)
         paused = next(e for e in evts if e["type"] == "run_paused")
-        boundary = [e for e in evts if e["type"] == "step_completed" and e["seq"] < paused["seq"]][-1]
+        boundary = [e for e in evts if e["type"] == "step_completed" and e["seq"] < paused["seq"]][
+            -1
+        ]
         samples.append((parse_ts(paused["ts"]) - parse_ts(boundary["ts"])).total_seconds() * 1000)
         api.post(f"/api/runs/{run_id}/control", json={"action": "cancel", "request_id": "c"})
     return samples
@@ -171,7 +183,9 @@ def bench_runs_per_s(api: httpx.Client, count: int) -> float:
 
 def main() -> None:
     """Run every figure and print them."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--quick", action="store_true", help="fewer samples (smoke use)")
     args = parser.parse_args()

@@ -72,6 +72,35 @@ def build_huey(home: Home, backend: str, url: str = "") -> Huey:
     raise QueueConfigError(f"unknown queue.backend {backend!r}; use sqlite, redis or postgres")
 
 
+class Wakeup:
+    """Wakes every idle worker when work may have arrived, without losing a wake-up.
+
+    A generation counter instead of an event: a worker notes the generation before it looks
+    at the queue, and sleeps only while it is unchanged, so a wake-up that lands between an
+    empty dequeue and the sleep is not lost, and one waking worker cannot swallow it for the
+    others.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._generation = 0
+
+    def set(self) -> None:
+        """Wake every waiting worker."""
+        with self._cond:
+            self._generation += 1
+            self._cond.notify_all()
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    def wait_change(self, since: int, timeout: float) -> bool:
+        """Sleep until the generation moves past ``since`` (True) or ``timeout`` (False)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._generation != since, timeout)
+
+
 #: What this process does with a run message (set by the RunQueue the process hosts).
 _EXECUTOR: Callable[[str], Any] | None = None
 
@@ -93,7 +122,7 @@ class RunQueue:
         global _EXECUTOR  # noqa: PLW0603 - one executor per process, like the huey registry
         _EXECUTOR = execute
         self.huey = huey
-        self.wake = threading.Event()
+        self.wake = Wakeup()
         self._task = huey.task(name=TASK_NAME, retries=0)(execute_run_message)
         self._consumer: _Consumer | None = None
 
@@ -136,19 +165,23 @@ class RunQueue:
 
 
 class _WakeableWorker(Worker):  # type: ignore[misc]
-    """A Huey worker that sleeps on an event instead of polling with backoff."""
+    """A Huey worker that sleeps on :class:`Wakeup` instead of polling with backoff."""
 
-    wake: threading.Event
+    wake: Wakeup
+    _seen = 0
+
+    def loop(self, now: Any = None) -> None:
+        self._seen = self.wake.generation
+        super().loop(now)
 
     def sleep(self) -> None:
-        if self.wake.wait(self.delay):
-            self.wake.clear()
+        self.wake.wait_change(self._seen, self.delay)
 
 
 class _Consumer(Consumer):  # type: ignore[misc]
     """Huey's consumer for hosting inside another process: no signal handlers."""
 
-    def __init__(self, huey: Huey, *, wake: threading.Event, **kwargs: Any) -> None:
+    def __init__(self, huey: Huey, *, wake: Wakeup, **kwargs: Any) -> None:
         self._wake = wake
         super().__init__(huey, **kwargs)
 
