@@ -15,6 +15,7 @@ Figures:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -62,10 +63,9 @@ class StartedWatcher:
         self.thread.start()
 
     def _run(self) -> None:
-        try:
+        # The stream breaks when the runner stops at the end of the bench.
+        with contextlib.suppress(httpx.HTTPError):
             self._follow()
-        except httpx.HTTPError:
-            pass  # the runner stopped at the end of the bench
 
     def _follow(self) -> None:
         with self.client.stream("GET", "/api/events/stream") as response:
