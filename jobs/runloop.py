@@ -38,6 +38,7 @@ from jobs import leases
 from jobs.engines import create_engine
 from jobs.engines.base import (
     Engine,
+    EngineBudgetExhausted,
     EngineContext,
     EngineFailed,
     EngineInterrupted,
@@ -205,6 +206,32 @@ class _Attempt:
             reason=f"wall-clock budget of {self.budget_ms} ms used up ({used} ms)",
         )
 
+    def engine_budget_exceeded(self, engine: Engine, exhausted: EngineBudgetExhausted) -> str:
+        """End the run ``budget_exceeded`` (or pause it: ``rlm.on_budget_exceeded = pause``),
+        keeping the best partial answer in the event and as ``artifacts/partial_answer.md``."""
+        partial = exhausted.partial_answer
+        if partial:
+            artifacts = self.ctx.log.home.run_dir(self.run_id) / "artifacts"
+            artifacts.mkdir(exist_ok=True)
+            (artifacts / "partial_answer.md").write_text(partial, encoding="utf-8")
+        reason = f"{exhausted}"
+        if config_value(self.config, "rlm.on_budget_exceeded", "fail") == "pause":
+            checkpoint = self.save_checkpoint(engine)
+            return self.end(
+                RunPaused(reason=f"paused because the {reason}", checkpoint="budget"),
+                reason=reason,
+                checkpoint=checkpoint,
+            )
+        return self.end(
+            BudgetExceeded(
+                budget=exhausted.budget,
+                limit=exhausted.limit,
+                used=exhausted.used,
+                partial_answer=partial[:4000] if partial else None,
+            ),
+            reason=reason,
+        )
+
     def run(self) -> str:
         run = get_run(self.ctx.log, self.run_id)
         context = EngineContext(
@@ -256,6 +283,8 @@ class _Attempt:
                 if watchdog.reason == "budget":
                     return self.budget_exceeded()
                 return self.state().value
+            except EngineBudgetExhausted as exhausted:
+                return self.engine_budget_exceeded(engine, exhausted)
             except EngineFailed as error:
                 self.emit(
                     StepFailed(step=number, kind=engine.name, error=str(error)), actor=Actor.WORKER

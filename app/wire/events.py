@@ -264,6 +264,8 @@ class BudgetExceeded(Payload, frozen=True):
     limit: float
     used: float
     action: Literal["fail", "pause"] = "fail"
+    #: The best answer the run had when it stopped (an RLM's default answer), if any.
+    partial_answer: str | None = None
 
 
 @event_payload("context_search", "The RLM searched its externalized context.")

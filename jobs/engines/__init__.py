@@ -23,13 +23,12 @@ def create_engine(
             raise EngineUnavailable("the codex engine is not installed in this build") from None
         return CodexEngine(context, checkpoint)
     if name == "rlm":
-        raise EngineUnavailable(
-            "the rlm engine is not available yet (it lands with the RLM runtime issue); "
-            "spawn with engine 'codex' or 'echo', or set rlm.policy = never"
-        )
+        from jobs.engines.rlm import RlmEngine
+
+        return RlmEngine(context, checkpoint)
     raise EngineUnavailable(f"unknown engine {name!r}; use rlm, codex or echo")
 
 
 def engine_resumable(name: str) -> bool:
     """Whether runs of this engine continue from their checkpoint after a lost worker."""
-    return name in ("echo", "codex")
+    return name in ("echo", "codex", "rlm")

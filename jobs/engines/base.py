@@ -26,6 +26,17 @@ class EngineInterrupted(Exception):
     """The current step was stopped by :meth:`Engine.interrupt`."""
 
 
+class EngineBudgetExhausted(Exception):
+    """An engine-level budget ran out (RLM iterations, sub-calls, tokens, cost, clock)."""
+
+    def __init__(self, budget: str, limit: float, used: float, partial_answer: str | None) -> None:
+        self.budget = budget
+        self.limit = limit
+        self.used = used
+        self.partial_answer = partial_answer
+        super().__init__(f"budget exceeded: {budget} (limit {limit:g}, used {used:g})")
+
+
 class EngineFailed(Exception):
     """The engine failed in a way a person can act on; the message is the run's reason."""
 

@@ -1,0 +1,1 @@
+"""LM clients behind one interface (``base.LMClient``): ``openai``, ``codex``, ``replay``."""

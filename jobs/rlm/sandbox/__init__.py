@@ -1,0 +1,2 @@
+"""Sandboxes the REPL runs in, behind one interface (``base.Sandbox``): ``local``
+(bubblewrap) and ``docker``."""
