@@ -75,12 +75,13 @@ class _Watchdog(threading.Thread):
         self.engine = engine
         self.deadline = deadline
         self.reason: str | None = None  # "ended" | "lease_lost" | "budget"
-        self._stop = threading.Event()
+        # Not `_stop`: that name is threading.Thread's own method.
+        self._halt = threading.Event()
 
     def run(self) -> None:
         renew_every = max(self.ctx.lease_ttl_s / 3, self.ctx.poll_s)
         next_renewal = time.monotonic() + renew_every
-        while not self._stop.wait(self.ctx.poll_s):
+        while not self._halt.wait(self.ctx.poll_s):
             try:
                 reason = self._check(next_renewal)
             except Exception:  # a busy database moment must not kill supervision
@@ -111,7 +112,7 @@ class _Watchdog(threading.Thread):
         return None
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         if self.is_alive() and threading.current_thread() is not self:
             self.join(timeout=5)
 

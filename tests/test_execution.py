@@ -173,10 +173,13 @@ def test_wall_clock_budget(api: httpx.Client) -> None:
 
 
 def test_an_unavailable_engine_fails_the_run_with_guidance(api: httpx.Client) -> None:
+    # The default sandbox is docker, which this runner cannot use: fail fast, with guidance,
+    # never silently unsandboxed.
     run_id = api.post("/api/runs", json={"task": "think", "engine": "rlm"}).json()["run"]["id"]
     run = wait_state(api, run_id, TERMINAL)
     assert run["state"] == "failed"
-    assert "rlm engine is not available yet" in run["state_reason"]
+    assert "docker sandbox is not available" in run["state_reason"]
+    assert "allowed_environments" in run["state_reason"]
 
 
 def test_unknown_engine_is_refused_at_spawn(runner: LiveRunner, api: httpx.Client) -> None:

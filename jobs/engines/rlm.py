@@ -41,9 +41,14 @@ class _Counting(LMClient):
         self.name = inner.name
 
     def complete(self, messages: list[Message], *, model: str | None = None) -> Completion:
-        completion = self.inner.complete(messages, model=model)
-        self.counts[self.kind] = self.counts.get(self.kind, 0) + 1
-        return completion
+        try:
+            return self.inner.complete(messages, model=model)
+        finally:
+            # A failed call counts too: a replayed trajectory records failures as entries.
+            self.counts[self.kind] = self.counts.get(self.kind, 0) + 1
+
+    def interrupt(self) -> None:
+        self.inner.interrupt()
 
     def close(self) -> None:
         self.inner.close()
@@ -144,6 +149,8 @@ class RlmEngine(Engine):
 
     def interrupt(self) -> None:
         self.loop.interrupt()
+        self.loop.settings.root_client.interrupt()
+        self.loop.settings.sub_client.interrupt()
 
     def close(self) -> None:
         self.loop.close()

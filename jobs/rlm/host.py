@@ -102,8 +102,9 @@ class Host:
             return self._subcall("llm_query", prompt, model=model)
         if call.fn == "rlm_query":
             prompt, context_text = _prompt_args(call, "context")
-            if self.run_child is None or self.depth + 1 > self.budget.max_depth:
-                # At the depth cap a recursive call is served by the plain sub-model.
+            # A child RLM at depth d+1 makes its own sub-calls at depth d+2: it is allowed only
+            # when that is within rlm.max_subcall_depth; at the cap the plain sub-model answers.
+            if self.run_child is None or self.depth + 2 > self.budget.max_depth:
                 full = prompt if context_text is None else f"{prompt}\n\nContext:\n{context_text}"
                 return self._subcall("rlm_query", full, model=None)
             return self._child(prompt, context_text)

@@ -245,18 +245,22 @@ class RlmLoop:
 
     def extract_default_answer(self) -> str:
         """One last turn asking for a best-effort answer; marked as a default answer."""
-        reply = self._complete([*self.messages, Message("user", prompts.EXTRACTION_PROMPT)])
+        # The budget has run out by definition: this one call is allowed past it.
+        reply = self._complete(
+            [*self.messages, Message("user", prompts.EXTRACTION_PROMPT)], budgeted=False
+        )
         text = f"{DEFAULT_ANSWER_MARK}\n{reply.text.strip()}"
         self.settings.emit(AgentMessage(text=text[:4000], truncated=len(text) > 4000))
         return text
 
-    def _complete(self, messages: list[Message]) -> Completion:
+    def _complete(self, messages: list[Message], *, budgeted: bool = True) -> Completion:
         if self._interrupted.is_set():
             raise LoopInterrupted("interrupted")
         settings = self.settings
         client = settings.root_client if self.depth == 0 else settings.sub_client
         model = settings.root_model if self.depth == 0 else settings.sub_model
-        settings.budget.check_clock()
+        if budgeted:
+            settings.budget.check_clock()
         completion = client.complete(messages, model=model)
         self.root_calls += 1
         settings.emit(
@@ -268,9 +272,10 @@ class RlmLoop:
                 cost_usd=completion.cost_usd,
             )
         )
-        settings.budget.charge_usage(
-            completion.input_tokens + completion.output_tokens, completion.cost_usd
-        )
+        if budgeted:
+            settings.budget.charge_usage(
+                completion.input_tokens + completion.output_tokens, completion.cost_usd
+            )
         return completion
 
     def _run_cell(self, code: str) -> CellResult:

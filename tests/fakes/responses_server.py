@@ -7,6 +7,14 @@ The server is a real HTTP/1.1 server on ``127.0.0.1`` (ephemeral port, backgroun
 ``response.output_item.added``/``done``, text and argument deltas, ``response.completed``
 carrying ``usage``). Every request, whatever its path, is recorded for assertions.
 
+The same scripted replies also serve plain HTTP clients (the ``openai`` LM client):
+``POST /v1/responses`` with ``"stream": false`` gets the final response object as JSON (the
+``response.completed``/``response.failed`` event's ``response``, with the requested model),
+and ``POST /v1/chat/completions`` gets a Chat Completions object built from the same reply
+(message text, ``usage`` as ``prompt_tokens``/``completion_tokens``). :class:`JsonReply`
+sends any body as is (e.g. a malformed one); :class:`HttpErrorReply` can carry
+``Retry-After``.
+
 A *policy* decides each reply: any callable ``(RecordedRequest) -> Reply``, or a list of
 replies taken in order (:class:`ScriptedPolicy`)::
 
@@ -50,6 +58,18 @@ class RecordedRequest:
     def is_model_call(self) -> bool:
         """True for ``POST .../responses`` (one model call)."""
         return self.method == "POST" and self.path.split("?")[0].endswith("/responses")
+
+    @property
+    def is_chat_call(self) -> bool:
+        """True for ``POST .../chat/completions`` (one Chat Completions call)."""
+        return self.method == "POST" and self.path.split("?")[0].endswith("/chat/completions")
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        """The ``messages`` array of a Chat Completions request."""
+        if isinstance(self.json, dict) and isinstance(self.json.get("messages"), list):
+            return [item for item in self.json["messages"] if isinstance(item, dict)]
+        return []
 
     @property
     def input_items(self) -> list[dict[str, Any]]:
@@ -139,9 +159,19 @@ class HttpErrorReply:
     message: str = "fake server error"
     code: str | None = "server_error"
     error_type: str = "server_error"
+    #: Seconds sent as ``Retry-After`` (None: no header).
+    retry_after: float | None = None
 
 
-Reply = SseReply | HttpErrorReply
+@dataclass(frozen=True)
+class JsonReply:
+    """Any JSON body (or raw bytes when ``body`` is ``bytes``) with any status."""
+
+    body: Any
+    status: int = 200
+
+
+Reply = SseReply | HttpErrorReply | JsonReply
 Policy = Callable[[RecordedRequest], Reply]
 
 _ids = itertools.count(1)
@@ -345,8 +375,70 @@ def stall_reply(seconds: float = 3600.0) -> SseReply:
     )
 
 
-def error_reply(status: int = 500, message: str = "fake server error") -> HttpErrorReply:
-    return HttpErrorReply(status=status, message=message)
+def error_reply(
+    status: int = 500,
+    message: str = "fake server error",
+    *,
+    code: str | None = "server_error",
+    retry_after: float | None = None,
+) -> HttpErrorReply:
+    return HttpErrorReply(status=status, message=message, code=code, retry_after=retry_after)
+
+
+def final_response(reply: SseReply) -> dict[str, Any] | None:
+    """The response object a streamed reply ends with (``completed`` or ``failed``)."""
+    for event in reply.events:
+        if isinstance(event, Mapping) and event.get("type") in (
+            "response.completed",
+            "response.failed",
+            "response.incomplete",
+        ):
+            return dict(event["response"])
+    return None
+
+
+def chat_completion(
+    text: str | None,
+    *,
+    usage_: Mapping[str, Any] | None = None,
+    model: str = DEFAULT_MODEL,
+    finish_reason: str = "stop",
+) -> dict[str, Any]:
+    """A Chat Completions response object (``usage_`` in Responses shape is converted)."""
+    use = dict(usage_ or usage())
+    prompt = int(use.get("input_tokens", use.get("prompt_tokens", 0)))
+    completion = int(use.get("output_tokens", use.get("completion_tokens", 0)))
+    cached = int((use.get("input_tokens_details") or {}).get("cached_tokens", 0))
+    return {
+        "id": _next_id("chatcmpl"),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": finish_reason,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": cached},
+        },
+    }
+
+
+def chat_from_response(response: Mapping[str, Any], *, model: str) -> dict[str, Any]:
+    """The Chat Completions equivalent of a final Responses object (message text only)."""
+    texts = [
+        str(part.get("text", ""))
+        for item in response.get("output") or []
+        if item.get("type") == "message"
+        for part in item.get("content") or []
+    ]
+    return chat_completion("".join(texts), usage_=response.get("usage"), model=model)
 
 
 # -- policies -----------------------------------------------------------------------------------
@@ -383,7 +475,7 @@ class ScriptedPolicy:
                 raise ScriptExhausted(f"no scripted reply left for model call #{self.used + 1}")
             step = self._replies[self.used]
             self.used += 1
-        if isinstance(step, SseReply | HttpErrorReply):
+        if isinstance(step, SseReply | HttpErrorReply | JsonReply):
             return step
         return step(request)
 
@@ -445,13 +537,19 @@ class _Handler(BaseHTTPRequestHandler):
             state.requests.append(request)
             state.changed.notify_all()
         path = self.path.split("?")[0].rstrip("/")
-        if self.command == "POST" and path.endswith("/responses"):
+        if self.command == "POST" and (
+            path.endswith("/responses") or path.endswith("/chat/completions")
+        ):
             try:
                 reply = state.policy(request)
             except Exception as exc:  # a broken script must show up in the test, not hang it
                 state.errors.append(f"policy failed on request #{request.index}: {exc!r}")
                 reply = HttpErrorReply(500, f"fake server policy failed: {exc}")
-            self._send(reply)
+            streaming = isinstance(request.json, dict) and request.json.get("stream") is True
+            if isinstance(reply, SseReply) and not streaming:
+                self._send_collapsed(reply, request, chat=path.endswith("/chat/completions"))
+            else:
+                self._send(reply)
         elif self.command == "GET" and path.endswith("/models"):
             self._send_json(
                 200,
@@ -468,18 +566,57 @@ class _Handler(BaseHTTPRequestHandler):
                 404, {"error": {"message": f"no route {self.path}", "type": "not_found"}}
             )
 
-    def _send_json(self, status: int, payload: Any) -> None:
+    def _send_json(
+        self, status: int, payload: Any, headers: Mapping[str, str] | None = None
+    ) -> None:
         data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
 
+    def _send_collapsed(self, reply: SseReply, request: RecordedRequest, *, chat: bool) -> None:
+        """A non-streaming answer: wait out the pauses, then send the final object as JSON."""
+        stopping = self.server.state.stopping
+        for event in reply.events:
+            if isinstance(event, Pause) and stopping.wait(event.seconds):
+                self.close_connection = True
+                return
+        response = final_response(reply)
+        if response is None:  # a stall that ran out: hang up without an answer
+            self.close_connection = True
+            return
+        requested = request.json.get("model") if isinstance(request.json, dict) else None
+        model = str(requested or response.get("model") or DEFAULT_MODEL)
+        if chat and response.get("status") == "failed":
+            error = response.get("error") or {}
+            message = str(error.get("message") or "the model failed")
+            self._send_json(500, {"error": {"message": message, "type": "server_error"}})
+        elif chat:
+            self._send_json(200, chat_from_response(response, model=model))
+        else:
+            self._send_json(200, {**response, "model": model})
+
     def _send(self, reply: Reply) -> None:
+        if isinstance(reply, JsonReply):
+            if isinstance(reply.body, bytes):
+                self.send_response(reply.status)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(reply.body)))
+                self.end_headers()
+                self.wfile.write(reply.body)
+            else:
+                self._send_json(reply.status, reply.body)
+            return
         if isinstance(reply, HttpErrorReply):
             error = {"message": reply.message, "type": reply.error_type, "code": reply.code}
-            self._send_json(reply.status, {"error": error})
+            headers = {}
+            if reply.retry_after is not None:
+                headers["Retry-After"] = f"{reply.retry_after:g}"
+            self._send_json(reply.status, {"error": error}, headers)
             return
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
@@ -600,6 +737,10 @@ class FakeResponsesServer:
     def model_requests(self) -> list[RecordedRequest]:
         """Only the model calls (``POST /v1/responses``)."""
         return [request for request in self.requests if request.is_model_call]
+
+    def chat_requests(self) -> list[RecordedRequest]:
+        """Only the Chat Completions calls (``POST /v1/chat/completions``)."""
+        return [request for request in self.requests if request.is_chat_call]
 
     @property
     def errors(self) -> list[str]:
