@@ -105,7 +105,12 @@ class RunsController(Controller):
         next_cursor = _encode_cursor(runs[-1]) if len(runs) == limit else None
         return RunList(runs=runs, next_cursor=next_cursor)
 
-    @post("/", sync_to_thread=True, status_code=201, **access(PEOPLE, errors=(404,), has_body=True))
+    @post(
+        "/",
+        sync_to_thread=True,
+        status_code=201,
+        **access(PEOPLE, errors=(404, 503), has_body=True),
+    )
     def spawn(self, runtime: Runtime, principal: Principal, data: SpawnRequest) -> SpawnResponse:
         """Spawn a delegate run; it is queued at once and this returns without waiting."""
         run = spawn_run(

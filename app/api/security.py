@@ -24,7 +24,11 @@ from typing import Any, Literal
 
 import msgspec
 from litestar.connection import ASGIConnection
-from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.exceptions import (
+    MethodNotAllowedException,
+    NotAuthorizedException,
+    PermissionDeniedException,
+)
 from litestar.handlers.base import BaseRouteHandler
 
 from app.api.sessions import SESSION_COOKIE, Session, SessionStore
@@ -110,7 +114,12 @@ class SecurityLayer:
             await send({"type": "websocket.close", "code": 1008})
             return
         headers = _headers(scope)
-        verdict = self.check(scope["method"], scope["path"], headers)
+        try:
+            verdict = self.check(scope["method"], scope["path"], headers)
+        except Exception:
+            # Never a bare 500 page or a trace, whatever a request's headers hold.
+            log.exception("security check failed on %s", scope.get("path"))
+            verdict = _error(500, "internal_error", "the runner failed; see its log")
         if isinstance(verdict, tuple):
             status, body = verdict
             await _send_error(send, status, body, headers=_challenge(status))
@@ -146,8 +155,9 @@ class SecurityLayer:
         if method not in SAFE_METHODS:
             if principal.kind == "session":
                 assert principal.session is not None
-                sent = headers.get(CSRF_HEADER, "")
-                if not hmac.compare_digest(sent, principal.session.csrf_token):
+                # Bytes, not str: compare_digest refuses non-ASCII str (headers are latin-1).
+                sent = headers.get(CSRF_HEADER, "").encode("latin-1")
+                if not hmac.compare_digest(sent, principal.session.csrf_token.encode()):
                     return _error(
                         403,
                         "csrf_failed",
@@ -220,6 +230,13 @@ def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRoute
     principal = connection.scope.get(PRINCIPAL_KEY)
     if not isinstance(principal, Principal):
         raise NotAuthorizedException("missing credentials")
+    if _is_automatic_options(handler):
+        # Litestar's own OPTIONS answer is not ours to give (there is no CORS here, and its
+        # ``Allow`` header misses methods of routes split across handlers): say so plainly.
+        raise MethodNotAllowedException(
+            "this API does not answer OPTIONS (there is no CORS); each route's methods are "
+            "in /schema/openapi.json"
+        )
     allowed: Iterable[str] = handler.opt.get("allow", ())
     if principal.kind not in allowed:
         raise PermissionDeniedException(f"a {principal.kind} credential may not call this route")
@@ -227,6 +244,12 @@ def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRoute
         raise PermissionDeniedException(
             "only a person may do this: approve from the UI, the TUI or the CLI"
         )
+
+
+def _is_automatic_options(handler: BaseRouteHandler) -> bool:
+    methods: set[str] = getattr(handler, "http_methods", set())
+    name = getattr(handler.fn, "__name__", "")
+    return methods == {"OPTIONS"} and name == "options_handler" and "allow" not in handler.opt
 
 
 def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Any
 
 from litestar import Controller, MediaType, Request, Response, get, post
 from litestar.datastructures import Cookie
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Operation
 from litestar.params import Parameter
 from litestar.response import Redirect
 
@@ -34,12 +36,33 @@ UI_PAGE = """<!doctype html>
 """
 
 
+@dataclass
+class PublicOperation(Operation):
+    """The OpenAPI operation of a public route: ``security: []`` overrides the document-wide
+    requirement (Litestar drops an empty ``security=[]`` given to the route decorator)."""
+
+    def __post_init__(self) -> None:
+        self.security = []
+
+
+FOREIGN_HOST = ResponseSpec(
+    data_container=ErrorBody,
+    description="A foreign Host or Origin.",
+    generate_examples=False,
+)
+
+
 class SystemController(Controller):
     """Routes that are about the runner itself."""
 
     tags = ["system"]
 
-    @get("/api/health", opt={"public": True}, security=[])
+    @get(
+        "/api/health",
+        opt={"public": True},
+        operation_class=PublicOperation,
+        responses={403: FOREIGN_HOST},
+    )
     async def health(self) -> Health:
         """Liveness; the only API route that needs no credential."""
         return Health(status="ok", version=VERSION)
@@ -78,22 +101,24 @@ class SystemController(Controller):
     @get(
         "/ui/login",
         opt={"public": True},
-        security=[],
+        operation_class=PublicOperation,
         status_code=303,
         responses={
+            303: ResponseSpec(
+                data_container=None,
+                description="Signed in: the session and CSRF cookies are set; on to /ui/.",
+            ),
             401: ResponseSpec(
                 data_container=ErrorBody,
                 description="The code is unknown, used or expired.",
                 generate_examples=False,
             ),
             400: ResponseSpec(
-                data_container=ErrorBody, description="Missing code.", generate_examples=False
-            ),
-            403: ResponseSpec(
                 data_container=ErrorBody,
-                description="A foreign Host or Origin.",
+                description="Missing or malformed code.",
                 generate_examples=False,
             ),
+            403: FOREIGN_HOST,
         },
     )
     async def login(

@@ -51,6 +51,8 @@ def resolve_repo(repo: str | None) -> Path | None:
     """The repository root a run works in: an existing directory, symlinks resolved."""
     if repo is None:
         return None
+    if "\x00" in repo:
+        raise SpawnError("repo must not contain a NUL character")
     path = Path(repo).expanduser()
     if not path.is_absolute():
         raise SpawnError(f"repo must be an absolute path, got {repo!r}")
