@@ -24,12 +24,9 @@ Handler = Callable[[argparse.Namespace], int]
 PENDING_VERBS: dict[str, str] = {
     "desktop": "the desktop window lands with the UI issue",
     "tui": "the Textual TUI lands with the UI issue",
-    "mcp": "the MCP delegation server lands with the 'MCP delegation server' issue",
     "runs": "listing and showing runs over the API lands with the 'Control plane' issue",
     "spawn": "spawning runs over the API lands with the 'Control plane' issue",
-    "install-codex": "registering with Codex lands with the 'MCP delegation server' issue",
     "demo": "the replayed demo run lands with the 'RLM runtime' issue",
-    "sandbox check": "sandbox checks land with the 'RLM runtime' issue",
     "sandbox build-image": "the sandbox image lands with the 'Docker sandbox' issue",
 }
 
@@ -86,15 +83,47 @@ def build_parser() -> argparse.ArgumentParser:
 
     for verb, text in (
         ("tui", "terminal UI"),
-        ("mcp", "MCP delegation server on stdio"),
         ("runs", "list and show runs"),
         ("spawn", "spawn a delegate run"),
-        ("install-codex", "register the MCP server with Codex"),
         ("demo", "a replayed demo run"),
     ):
         sub = verbs.add_parser(verb, parents=[home], help=text)
         sub.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
         sub.set_defaults(handler=_pending(verb))
+
+    mcp = verbs.add_parser("mcp", parents=[home], help="MCP delegation server on stdio")
+    mcp.add_argument(
+        "--profile",
+        choices=("full", "question_only"),
+        default="full",
+        help="full (a parent agent; default) or question_only (a delegate: status and questions)",
+    )
+    mcp.add_argument(
+        "--no-autostart",
+        dest="autostart",
+        action="store_false",
+        help="do not start a runner when none is up (fail the tool calls instead)",
+    )
+    mcp.set_defaults(handler=_mcp)
+
+    install = verbs.add_parser(
+        "install-codex",
+        parents=[home],
+        help="register the MCP server with Codex (disabled) and install the delegation skill",
+    )
+    install.add_argument(
+        "--codex-home",
+        type=Path,
+        metavar="DIR",
+        help="Codex's home (default: $CODEX_HOME, else ~/.codex)",
+    )
+    install.add_argument(
+        "--print",
+        dest="print_only",
+        action="store_true",
+        help="show what would change without writing anything",
+    )
+    install.set_defaults(handler=_install_codex)
 
     worker = verbs.add_parser("worker", parents=[home], help="stand-alone queue consumer")
     worker.add_argument("--workers", type=int, help="worker threads (default: queue.workers)")
@@ -129,9 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sandbox = verbs.add_parser("sandbox", help="RLM sandboxes")
     sandbox_verbs = sandbox.add_subparsers(dest="sandbox_verb", metavar="VERB", required=True)
-    for verb in ("check", "build-image"):
-        sub = sandbox_verbs.add_parser(verb, parents=[home])
-        sub.set_defaults(handler=_pending(f"sandbox {verb}"))
+    sandbox_verbs.add_parser(
+        "check", parents=[home], help="say which sandboxes work on this machine"
+    ).set_defaults(handler=_sandbox_check)
+    sub = sandbox_verbs.add_parser("build-image", parents=[home])
+    sub.set_defaults(handler=_pending("sandbox build-image"))
     return parser
 
 
@@ -220,6 +251,16 @@ def _db_reconcile(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _sandbox_check(args: argparse.Namespace) -> int:
+    from jobs.rlm.sandbox.choose import check_all
+
+    checks = check_all()
+    width = max(len(check.name) for check in checks)
+    for check in checks:
+        print(f"{check.name:<{width}}  {'yes' if check.available else 'no ':<3}  {check.detail}")
+    return EXIT_OK if any(check.available for check in checks) else EXIT_ERROR
+
+
 def _worker(args: argparse.Namespace) -> int:
     from jobs.worker import run_worker
 
@@ -227,6 +268,18 @@ def _worker(args: argparse.Namespace) -> int:
         print("app worker: --workers must be at least 1", file=sys.stderr)
         return EXIT_USAGE
     return run_worker(_home(args), workers=args.workers)
+
+
+def _mcp(args: argparse.Namespace) -> int:
+    from app.mcp.server import main as serve_mcp
+
+    return serve_mcp(home=_home(args), profile=args.profile, autostart=args.autostart)
+
+
+def _install_codex(args: argparse.Namespace) -> int:
+    from app.mcp.install import main as install
+
+    return install(codex_home=args.codex_home, home=args.home, print_only=args.print_only)
 
 
 def _serve(args: argparse.Namespace) -> int:
