@@ -77,6 +77,7 @@ POST /api/questions/{question_id}/dismiss              401 401 200 403 200 403 4
 GET  /api/confirmations                                401 401 200 200 200 403 403 200 200 403 403
 POST /api/confirmations/{confirmation_id}/approve      401 401 200 403 200 403 403 415 403 403 403
 POST /api/confirmations/{confirmation_id}/deny         401 401 200 403 200 403 403 415 403 403 403
+POST /api/security-violations                          401 401 201 403 403 403 403 415 201 201 201
 """
 
 
@@ -203,6 +204,11 @@ BUILDERS: dict[tuple[str, str], Callable[[World], Target]] = {
     ("GET", "/api/confirmations"): lambda w: Target("/api/confirmations"),
     ("POST", "/api/confirmations/{confirmation_id}/approve"): lambda w: _confirmation(w, "approve"),
     ("POST", "/api/confirmations/{confirmation_id}/deny"): lambda w: _confirmation(w, "deny"),
+    ("POST", "/api/security-violations"): lambda w: Target(
+        "/api/security-violations",
+        body={"kind": "secret_argument", "tool": "delegate.spawn", "paths": ["$.token"]},
+        owner_run=w.run_id,
+    ),
 }
 
 

@@ -22,6 +22,7 @@ from app.api.runs import RunsController
 from app.api.security import SecurityLayer, authorize
 from app.api.stream import StreamController
 from app.api.system import VERSION, SystemController
+from app.api.violations import ViolationsController
 from app.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -73,6 +74,7 @@ def build_litestar(runtime: Runtime) -> Litestar:
             StreamController,
             QuestionsController,
             ConfirmationsController,
+            ViolationsController,
         ],
         dependencies={
             "runtime": Provide(lambda: runtime, sync_to_thread=False, use_cache=True),

@@ -38,6 +38,7 @@ from jobs.supervise import SupervisedProcess
 
 TOKEN_FILE_ENV = "CODEX_DELEGATION_TOKEN_FILE"  # noqa: S105 - a variable name
 HOME_ENV = "CODEX_DELEGATION_HOME"
+RUN_ID_ENV = "CODEX_DELEGATION_RUN_ID"
 CONTINUE_PROMPT = (
     "Continue the task from where you left off. When it is done, reply with the final answer."
 )
@@ -100,6 +101,7 @@ class CodexEngine(Engine):
                 "env": {
                     TOKEN_FILE_ENV: str(self.context.token_path),
                     HOME_ENV: str(self.context.run_dir.parent.parent),
+                    RUN_ID_ENV: self.context.run.id,
                 },
                 "enabled": True,
                 "required": True,
