@@ -11,6 +11,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 bootstrap: $(STAMP)
 	@scripts/install_codex.sh
+	@scripts/install_sandbox_deps.sh
 
 $(STAMP): pyproject.toml
 	@scripts/bootstrap.sh "$(PYTHON)" "$(VENV)"
