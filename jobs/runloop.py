@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.control.questions import QuestionService
 from app.control.spawn import TOKEN_FILE
 from app.wire.events import (
     Actor,
@@ -190,6 +191,25 @@ class _Attempt:
     def state(self) -> RunState:
         return RunState(get_run(self.ctx.log, self.run_id).state)
 
+    def _questions(self) -> QuestionService:
+        return QuestionService(
+            self.ctx.log,
+            default_ttl_s=int(config_value(self.config, "questions.ttl_s", 3600)),
+            default_fallback=str(config_value(self.config, "questions.expiry_fallback", "pause")),
+            max_wait_ms=int(config_value(self.config, "questions.max_wait_ms", 30_000)),
+        )
+
+    def ask(self, prompt: str) -> str:
+        """Queue the engine's question; the run pauses at the next boundary until answered."""
+        view = self._questions().enqueue(
+            self.run_id, prompt=prompt, actor=Actor.DELEGATE, auto_pause=True
+        )
+        return view.id
+
+    def question_status(self, question_id: str) -> tuple[str, str | None]:
+        view = self._questions().get(question_id)
+        return view.status, view.answer
+
     def set_pgid(self, pgid: int | None) -> None:
         with self.ctx.log.transaction() as tx:
             tx.execute("UPDATE run SET engine_pgid = ? WHERE id = ?", (pgid, self.run_id))
@@ -243,6 +263,8 @@ class _Attempt:
             set_pgid=self.set_pgid,
             token_path=self.ctx.log.home.run_dir(self.run_id) / TOKEN_FILE,
             child_env=dict(self.ctx.child_env),
+            ask=self.ask,
+            question_status=self.question_status,
         )
         try:
             engine = create_engine(self.claimed.engine, context, self.claimed.checkpoint)

@@ -416,3 +416,41 @@ def test_kill_9_mid_run_then_resume_gives_the_same_answer(tmp_path: Path, rlm_re
             assert "run_interrupted" in types_seen
     finally:
         assert second.stop() == 0
+
+
+def test_ask_pauses_the_run_until_a_person_answers(tmp_path: Path, rlm_repo: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    with path.open("w") as handle:
+        handle.write(
+            json.dumps({"kind": "root", "text": repl("qid = ask('Which format, md or txt?')")})
+            + "\n"
+        )
+        handle.write(
+            json.dumps(
+                {
+                    "kind": "root",
+                    "match": "Answer to your question",
+                    "text": repl("write_artifact('answer.md', 'as asked')\nFINAL('format: md')"),
+                }
+            )
+            + "\n"
+        )
+    runner = start_runner(Home(tmp_path / "home"))
+    try:
+        with runner.client() as api:
+            run_id = spawn_rlm(api, rlm_repo, path)
+            wait_state(api, run_id, {"paused"}, timeout=30)
+            [question] = api.get("/api/questions", params={"run_id": run_id}).json()["questions"]
+            assert question["prompt"] == "Which format, md or txt?"
+            assert question["auto_pause"] is True
+            answered = api.post(f"/api/questions/{question['id']}/answer", json={"answer": "md"})
+            assert answered.status_code == 200
+            run = wait_state(api, run_id, TERMINAL, timeout=30)
+            assert run["state"] == "succeeded", run
+            seen = [e["type"] for e in events(api, run_id)]
+            for expected in ("question_queued", "run_paused", "question_answered", "run_resumed"):
+                assert expected in seen, seen
+        artifact = runner.home.run_dir(run_id) / "artifacts" / "answer.md"
+        assert artifact.read_text() == "as asked"
+    finally:
+        assert runner.stop() == 0

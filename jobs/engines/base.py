@@ -65,6 +65,10 @@ class EngineContext:
     token_path: Path
     #: Extra environment for children (e.g. how to reach the runner).
     child_env: dict[str, str] = field(default_factory=dict)
+    #: Ask a question on behalf of the run (auto-pausing it); returns the question id.
+    ask: Callable[[str], str] | None = None
+    #: ``(status, answer)`` of one of the run's questions.
+    question_status: Callable[[str], tuple[str, str | None]] | None = None
 
     def setting(self, dotted: str, default: Any = None) -> Any:
         """A config value by dotted key."""

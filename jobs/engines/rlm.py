@@ -110,6 +110,8 @@ class RlmEngine(Engine):
                 max_iterations=int(setting("rlm.max_iterations", 50)),
                 root_model=setting("rlm.root_model") or None,
                 sub_model=setting("rlm.sub_model") or None,
+                ask=context.ask,
+                question_status=context.question_status,
             ),
             task=context.run.task,
         )

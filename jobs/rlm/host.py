@@ -39,6 +39,8 @@ class ContextLike(Protocol):
 
 #: Runs a child RLM for ``rlm_query``: (prompt, context text or None, depth) -> answer.
 ChildRunner = Callable[[str, str | None, int], str]
+#: Queues a question from the run (auto-pausing it); returns the question id.
+Asker = Callable[[str], str]
 
 
 @dataclass
@@ -72,7 +74,10 @@ class Host:
     depth: int = 0
     sub_model: str | None = None
     run_child: ChildRunner | None = None
+    ask: Asker | None = None
     recorded: list[RecordedCall] = field(default_factory=list)
+    #: Questions asked by this cell (the loop waits for their answers across a pause).
+    asked: list[str] = field(default_factory=list)
 
     def handle(self, call: Call) -> Reply:
         """Answer one call (never raises: a refusal is a failed reply the cell sees)."""
@@ -110,6 +115,8 @@ class Host:
             return self._child(prompt, context_text)
         if call.fn == "write_artifact":
             return self._write_artifact(call)
+        if call.fn == "ask":
+            return self._ask(call)
         raise ValueError(f"unknown host function {call.fn!r}")
 
     def _subcall(self, kind: str, prompt: str, *, model: str | None) -> str:
@@ -196,6 +203,17 @@ class Host:
                 )
             )
         return answer
+
+    def _ask(self, call: Call) -> str:
+        if self.ask is None:
+            raise ValueError("ask() is not available at this level of the recursion")
+        args = list(call.args)
+        question = call.kwargs.get("question", args[0] if args else None)
+        if not isinstance(question, str) or not question.strip():
+            raise TypeError("ask(question): question must be a non-empty str")
+        question_id = self.ask(question)
+        self.asked.append(question_id)
+        return question_id
 
     def _write_artifact(self, call: Call) -> str:
         args = list(call.args)

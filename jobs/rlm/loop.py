@@ -81,6 +81,10 @@ class LoopSettings:
     max_iterations: int = 50
     root_model: str | None = None
     sub_model: str | None = None
+    #: Queue a question (auto-pausing the run); returns its id. None: ask() is refused.
+    ask: Callable[[str], str] | None = None
+    #: The (status, answer) of a question by id.
+    question_status: Callable[[str], tuple[str, str | None]] | None = None
 
 
 @dataclass
@@ -95,6 +99,8 @@ class RlmLoop:
     iteration: int = 0
     final: FinalAnswer | None = None
     root_calls: int = 0
+    #: Questions asked and not yet answered in the conversation.
+    pending_questions: list[str] = field(default_factory=list)
     _session: ReplSession | None = None
     _driver: ReplDriver | None = None
     _children: list[RlmLoop] = field(default_factory=list)
@@ -111,6 +117,7 @@ class RlmLoop:
             self.root_calls = int(saved.get("root_calls", 0))
             final = saved.get("final")
             self.final = FinalAnswer(value=final["value"], via=final["via"]) if final else None
+            self.pending_questions = list(saved.get("pending_questions", []))
         self._open_session()
         if not self.messages:
             stats = self._stats()
@@ -174,6 +181,7 @@ class RlmLoop:
             "iteration": self.iteration,
             "root_calls": self.root_calls,
             "final": {"value": self.final.value, "via": self.final.via} if self.final else None,
+            "pending_questions": list(self.pending_questions),
         }
 
     # -- iterations --------------------------------------------------------------------------
@@ -187,6 +195,7 @@ class RlmLoop:
         if self.final is not None:
             return self.final.value
         settings = self.settings
+        self._deliver_answers()
         if self.depth == 0:
             settings.budget.charge_iteration()
         elif self.iteration >= settings.max_iterations:
@@ -230,6 +239,26 @@ class RlmLoop:
         if self.final is None and settings.budget.exhausted is not None:
             raise settings.budget.exhausted
         return self.final.value if self.final else None
+
+    def _deliver_answers(self) -> None:
+        """Put the answers to earlier questions into the conversation (after a pause)."""
+        lookup = self.settings.question_status
+        if not self.pending_questions or lookup is None:
+            return
+        still: list[str] = []
+        for question_id in self.pending_questions:
+            status, answer = lookup(question_id)
+            if status == "pending":
+                still.append(question_id)
+            elif status == "answered":
+                self.messages.append(
+                    Message("user", f"Answer to your question {question_id}:\n{answer}")
+                )
+            else:
+                self.messages.append(
+                    Message("user", f"Your question {question_id} got no answer ({status}).")
+                )
+        self.pending_questions = still
 
     def run_to_end(self) -> str:
         """Iterate until an answer (for a child), extracting a default one at the end."""
@@ -294,6 +323,7 @@ class RlmLoop:
             depth=self.depth,
             sub_model=settings.sub_model,
             run_child=self._run_child,
+            ask=settings.ask if self.depth == 0 else None,
         )
         result = self._driver.run_cell(code, timeout_s=settings.cell_timeout_s, on_call=host.handle)
         if self._interrupted.is_set():
@@ -302,6 +332,7 @@ class RlmLoop:
             result.error.startswith("timeout") or "REPL" in result.error
         )
         self.cells.append(CellRecord(code=code, calls=host.recorded, completed=completed))
+        self.pending_questions.extend(host.asked)
         settings.emit(
             ReplExec(
                 iteration=self.iteration,

@@ -28,6 +28,8 @@ you cannot afford to read yourself; each call counts against a budget).
 - `rlm_query(prompt, context=None)` -> a recursive sub-agent with its own REPL (deeper \
 levels fall back to `llm_query`).
 - `write_artifact(name, content)` -> saves a file for the person who asked.
+- `ask(question)` -> asks the person a question; the run pauses until they answer, and \
+the answer arrives in your next turn. Ask only when you cannot go on without it.
 - `FINAL(text)` or `FINAL_VAR("variable_name")`, or assign `answer = "..."`, to give your \
 final answer. Only executed code sets the answer; writing FINAL in prose does nothing.
 

@@ -30,6 +30,7 @@ HOST_FUNCTIONS = frozenset(
         "llm_query",
         "rlm_query",
         "write_artifact",
+        "ask",
         "context.stats",
         "context.search",
         "context.peek",

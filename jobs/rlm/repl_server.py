@@ -68,6 +68,7 @@ else:
 _THIS_FILE = __file__
 _RESERVED = (
     "context",
+    "ask",
     "llm_query",
     "rlm_query",
     "write_artifact",
@@ -371,6 +372,11 @@ def _api(channel: _Channel, namespace: dict[str, Any]) -> dict[str, Any]:
         kwargs = {} if context is None else {"context": context}
         return call("rlm_query", [prompt], kwargs)
 
+    def ask(question: str) -> Any:
+        """Ask the person (or the parent agent) a question; the run pauses until it is
+        answered and the answer arrives in the next turn. Returns the question's id."""
+        return call("ask", [question], {})
+
     def write_artifact(name: str, content: str) -> Any:
         """Record a text artifact of the run with the host."""
         if not isinstance(content, str):
@@ -417,6 +423,7 @@ def _api(channel: _Channel, namespace: dict[str, Any]) -> dict[str, Any]:
 
     return {
         "context": Context(),
+        "ask": ask,
         "llm_query": llm_query,
         "rlm_query": rlm_query,
         "write_artifact": write_artifact,
