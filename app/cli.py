@@ -10,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from app.home import Home, resolve_home
 
@@ -24,9 +25,6 @@ Handler = Callable[[argparse.Namespace], int]
 PENDING_VERBS: dict[str, str] = {
     "desktop": "the desktop window lands with the UI issue",
     "tui": "the Textual TUI lands with the UI issue",
-    "runs": "listing and showing runs over the API lands with the 'Control plane' issue",
-    "spawn": "spawning runs over the API lands with the 'Control plane' issue",
-    "demo": "the replayed demo run lands with the 'RLM runtime' issue",
     "sandbox build-image": "the sandbox image lands with the 'Docker sandbox' issue",
 }
 
@@ -81,12 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (0 = any free port)")
     serve.set_defaults(handler=_serve)
 
-    for verb, text in (
-        ("tui", "terminal UI"),
-        ("runs", "list and show runs"),
-        ("spawn", "spawn a delegate run"),
-        ("demo", "a replayed demo run"),
-    ):
+    for verb, text in (("tui", "terminal UI"),):
         sub = verbs.add_parser(verb, parents=[home], help=text)
         sub.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
         sub.set_defaults(handler=_pending(verb))
@@ -129,6 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--workers", type=int, help="worker threads (default: queue.workers)")
     worker.set_defaults(handler=_worker)
 
+    _add_remote_verbs(verbs, home, overrides)
+
+    demo = verbs.add_parser("demo", parents=[home], help="a replayed RLM run over this repo")
+    demo.add_argument(
+        "--interactive", action="store_true", help="answer the delegate's question yourself"
+    )
+    demo.set_defaults(handler=_demo)
+
     config = verbs.add_parser("config", help="show the effective configuration")
     config_verbs = config.add_subparsers(dest="config_verb", metavar="VERB", required=True)
     show = config_verbs.add_parser(
@@ -164,6 +165,52 @@ def build_parser() -> argparse.ArgumentParser:
     sub = sandbox_verbs.add_parser("build-image", parents=[home])
     sub.set_defaults(handler=_pending("sandbox build-image"))
     return parser
+
+
+def _add_remote_verbs(
+    verbs: Any, home: argparse.ArgumentParser, overrides: argparse.ArgumentParser
+) -> None:
+    """The verbs that are clients of a live runner's API."""
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print the API's JSON")
+    runs = verbs.add_parser("runs", parents=[home, as_json], help="list, show and control runs")
+    runs.add_argument(
+        "action",
+        nargs="?",
+        default="list",
+        choices=("list", "show", "events", "pause", "resume", "cancel"),
+    )
+    runs.add_argument("run_id", nargs="?")
+    runs.add_argument("--state", action="append", help="filter the list (repeatable)")
+    runs.add_argument("--limit", type=int, default=50)
+    runs.set_defaults(handler=_remote("runs"))
+
+    spawn = verbs.add_parser(
+        "spawn", parents=[home, as_json, overrides], help="spawn a delegate run"
+    )
+    spawn.add_argument("task")
+    spawn.add_argument("--engine", choices=("rlm", "codex", "echo"))
+    spawn.add_argument("--wait", action="store_true", help="wait until the run ends")
+    spawn.set_defaults(handler=_remote("spawn"))
+
+    questions = verbs.add_parser("questions", parents=[home, as_json], help="questions inbox")
+    questions.add_argument(
+        "action", nargs="?", default="list", choices=("list", "answer", "dismiss")
+    )
+    questions.add_argument("question_id", nargs="?")
+    questions.add_argument("text", nargs="?")
+    questions.add_argument("--status", default="pending")
+    questions.set_defaults(handler=_remote("questions"))
+
+    confirmations = verbs.add_parser(
+        "confirmations", parents=[home, as_json], help="approve or deny destructive actions"
+    )
+    confirmations.add_argument(
+        "action", nargs="?", default="list", choices=("list", "approve", "deny")
+    )
+    confirmations.add_argument("confirmation_id", nargs="?")
+    confirmations.add_argument("--status", default="pending")
+    confirmations.set_defaults(handler=_remote("confirmations"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -259,6 +306,22 @@ def _sandbox_check(args: argparse.Namespace) -> int:
     for check in checks:
         print(f"{check.name:<{width}}  {'yes' if check.available else 'no ':<3}  {check.detail}")
     return EXIT_OK if any(check.available for check in checks) else EXIT_ERROR
+
+
+def _remote(verb: str) -> Handler:
+    def handler(args: argparse.Namespace) -> int:
+        from app import remote
+
+        function: Handler = getattr(remote, verb)
+        return function(args)
+
+    return handler
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from app.demo import run_demo
+
+    return run_demo(_home(args), interactive=args.interactive)
 
 
 def _worker(args: argparse.Namespace) -> int:
