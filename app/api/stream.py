@@ -35,7 +35,7 @@ HEARTBEAT = b": heartbeat\n\n"
 FRAME_CACHE_SIZE = 4096
 
 
-def _start_cursor(request: Request[Any, Any, Any], after: int | None) -> int:
+def _start_cursor(request: Request[Any, Any, Any], after: int | None, default: int = 0) -> int:
     header = request.headers.get(LAST_EVENT_ID)
     if header is not None and header.strip():
         text = header.strip()
@@ -45,7 +45,7 @@ def _start_cursor(request: Request[Any, Any, Any], after: int | None) -> int:
                 f" to {MAX_CURSOR}), got {header[:40]!r}"
             )
         return int(text)
-    return after or 0
+    return default if after is None else after
 
 
 class FrameCache:
@@ -168,6 +168,12 @@ class StreamController(Controller):
         runtime: Runtime,
         after: AfterParam = None,
     ) -> ServerSentEvent:
-        """Follow every run's events in commit order; ``id:`` is the global cursor."""
-        subscription = runtime.store.log.subscribe(after=_start_cursor(request, after))
+        """Follow every run's events in commit order; ``id:`` is the global cursor.
+
+        Without ``Last-Event-ID`` or ``after`` it starts at the newest event (live only):
+        the whole history of every run is not what a new viewer wants; ``?after=0`` asks
+        for it.
+        """
+        start = _start_cursor(request, after, default=runtime.store.log.latest_cursor())
+        subscription = runtime.store.log.subscribe(after=start)
         return _response(subscription, runtime, global_ids=True)
