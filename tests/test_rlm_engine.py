@@ -454,3 +454,56 @@ def test_ask_pauses_the_run_until_a_person_answers(tmp_path: Path, rlm_repo: Pat
         assert artifact.read_text() == "as asked"
     finally:
         assert runner.stop() == 0
+
+
+def test_a_fork_bomb_and_a_memory_hog_are_contained(store: Store, tmp_path: Path) -> None:
+    make_repo(tmp_path / "repo")
+    fork_bomb = (
+        "import os\n"
+        "children = 0\n"
+        "try:\n"
+        "    for _ in range(10000):\n"
+        "        if os.fork() == 0:\n"
+        "            import time; time.sleep(30); os._exit(0)\n"
+        "        children += 1\n"
+        "except OSError as error:\n"
+        "    print('fork refused after', children, type(error).__name__)"
+    )
+    memory_hog = (
+        "hog = []\n"
+        "try:\n"
+        "    while True:\n"
+        "        hog.append(bytearray(50 * 1024 * 1024))\n"
+        "except MemoryError:\n"
+        "    hog = None\n"
+        "    print('memory refused')"
+    )
+    traj = trajectory(
+        tmp_path / "t.jsonl",
+        ("root", repl(fork_bomb)),
+        ("root", repl(memory_hog)),
+        ("root", repl("FINAL('still alive')")),
+    )
+    state, evts = run_rlm(
+        store, tmp_path / "repo", traj, **{"sandbox.pids_limit": 32, "sandbox.memory_mb": 256}
+    )
+    assert state == "succeeded", evts[-1]
+    assert answer_of(evts) == "still alive"
+    cells = payloads(evts, "repl_exec")
+    assert len(cells) == 3
+    assert cells[0]["stdout_chars"] > 0 and cells[1]["stdout_chars"] > 0
+
+
+def test_on_budget_exceeded_pause_pauses_instead_of_ending(store: Store, tmp_path: Path) -> None:
+    make_repo(tmp_path / "repo")
+    code = "for i in range(10):\n    llm_query('q')"
+    traj = trajectory(tmp_path / "t.jsonl", ("root", repl(code)), *[("sub", "a")] * 2)
+    state, evts = run_rlm(
+        store,
+        tmp_path / "repo",
+        traj,
+        **{"rlm.max_subcalls": 2, "rlm.on_budget_exceeded": "pause"},
+    )
+    assert state == "paused"
+    paused = payloads(evts, "run_paused")[-1]
+    assert "rlm.max_subcalls" in paused["reason"]
