@@ -61,6 +61,7 @@ sys.path.insert(0, str(ROOT))
 from app.clock import format_ts  # noqa: E402
 from app.home import Home  # noqa: E402
 from app.ids import new_id  # noqa: E402
+from bench.stats import percentile  # noqa: E402
 
 TARGETS = {
     "sse_latency_p50_ms_1sub": "<= 5",
@@ -417,11 +418,6 @@ async def collect_latencies(
                 sink.append((arrived - sent) / 1e6)
                 last_arrived = arrived
     return first_sent, last_arrived
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 # -- the figures --------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 from app.clock import parse_ts  # noqa: E402
 from app.home import Home  # noqa: E402
 from app.localrunner import start_runner  # noqa: E402
+from bench.stats import percentile  # noqa: E402
 from jobs.supervise import processes_in_group  # noqa: E402
 
 TARGETS = {
@@ -42,12 +43,6 @@ TARGETS = {
     "cancel_group_gone_p99_ms": "<= 1000",
     "pause_after_boundary_ms": "<= 100",
 }
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
 
 
 class StartedWatcher:

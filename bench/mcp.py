@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from app.home import Home  # noqa: E402
 from app.localrunner import APP, start_runner, subprocess_env  # noqa: E402
+from bench.stats import percentile  # noqa: E402
 
 TARGETS = {
     "cold_start_s": "<= 1.0",
@@ -125,11 +126,6 @@ def timed_calls(
         session.call(name, arguments)
         times.append((time.perf_counter() - started) * 1000)
     return times
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 def main() -> None:

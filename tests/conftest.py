@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,6 +39,26 @@ def store(home: Home) -> Iterator[Store]:
         yield opened
     finally:
         opened.close()
+
+
+@pytest.fixture(scope="session")
+def codex_bin() -> Path:
+    """The pinned codex binary (tools/codex); missing: a skip outside CI, a failure in CI."""
+    import subprocess
+
+    from tests.fakes.codex_home import CODEX_BIN, CODEX_VERSION, find_codex
+
+    found = find_codex()
+    message = f"codex {CODEX_VERSION} is not installed at {CODEX_BIN}: run `make bootstrap`"
+    if found is None:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message)
+        pytest.skip(message)
+    version = subprocess.run(
+        [str(found), "--version"], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert version.stdout.strip() == f"codex-cli {CODEX_VERSION}", version
+    return found
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ the loopback fake server, proxies dead, telemetry off); its codex children inher
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ from app.home import Home
 from db.mirror import read_mirror
 from jobs.supervise import processes_in_group
 from tests.conftest import LiveRunner, start_runner
-from tests.fakes.codex_home import CODEX_BIN, CODEX_VERSION, build_codex_home, find_codex
+from tests.fakes.codex_home import build_codex_home
 from tests.fakes.responses_server import (
     FakeResponsesServer,
     RecordedRequest,
@@ -31,17 +30,6 @@ from tests.fakes.responses_server import (
 from tests.test_execution import TERMINAL, events, types, wait_state
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def codex_bin() -> Path:
-    found = find_codex()
-    if found is None:
-        message = f"codex {CODEX_VERSION} is not installed at {CODEX_BIN}: run `make bootstrap`"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
 
 
 class Script:

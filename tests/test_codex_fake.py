@@ -22,13 +22,10 @@ from app.redact import REDACTED
 from app.wire.events import AgentMessage, Payload, StepFailed, ToolCalled, Usage
 from jobs.engines.codex_events import CodexTurnState
 from tests.fakes.codex_home import (
-    CODEX_BIN,
-    CODEX_VERSION,
     CodexHome,
     CodexResult,
     ProxyTrap,
     build_codex_home,
-    find_codex,
     mcp_stdio_server,
 )
 from tests.fakes.responses_server import (
@@ -45,21 +42,6 @@ from tests.fakes.responses_server import (
 )
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def codex_bin() -> Path:
-    found = find_codex()
-    if found is None:
-        message = f"codex {CODEX_VERSION} is not installed at {CODEX_BIN}: run `make bootstrap`"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(message)
-        pytest.skip(message)
-    version = subprocess.run(
-        [str(found), "--version"], capture_output=True, text=True, timeout=30, check=False
-    )
-    assert version.stdout.strip() == f"codex-cli {CODEX_VERSION}", version
-    return found
 
 
 @pytest.fixture

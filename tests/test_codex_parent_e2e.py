@@ -5,7 +5,6 @@ the run exists in the runner and completes."""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,10 +14,7 @@ from app.home import Home
 from app.localrunner import APP
 from tests.conftest import LiveRunner, start_runner
 from tests.fakes.codex_home import (
-    CODEX_BIN,
-    CODEX_VERSION,
     build_codex_home,
-    find_codex,
     mcp_stdio_server,
 )
 from tests.fakes.responses_server import (
@@ -31,17 +27,6 @@ from tests.fakes.responses_server import (
 from tests.test_execution import TERMINAL, wait_state
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def codex_bin() -> Path:
-    found = find_codex()
-    if found is None:
-        message = f"codex {CODEX_VERSION} is not installed at {CODEX_BIN}: run `make bootstrap`"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
 
 
 @pytest.fixture

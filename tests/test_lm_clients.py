@@ -8,7 +8,6 @@ codex client runs the real pinned codex binary against it with an isolated ``COD
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -24,12 +23,9 @@ from jobs.rlm.lm.openai import OpenAIClient, is_loopback_url
 from jobs.rlm.lm.replay import RecordingClient, ReplayClient, load_trajectory
 from jobs.supervise import processes_in_group
 from tests.fakes.codex_home import (
-    CODEX_BIN,
-    CODEX_VERSION,
     CodexHome,
     ProxyTrap,
     build_codex_home,
-    find_codex,
     mcp_stdio_server,
     refusing_port,
 )
@@ -412,17 +408,6 @@ def test_render_transcript() -> None:
     rendered = render_transcript([USER, Message("assistant", "5"), Message("user", "sure?")])
     assert '<message role="assistant">\n5\n</message>' in rendered
     assert rendered.index("What is 2+2?") < rendered.index("sure?")
-
-
-@pytest.fixture(scope="module")
-def codex_bin() -> Path:
-    found = find_codex()
-    if found is None:
-        message = f"codex {CODEX_VERSION} is not installed at {CODEX_BIN}: run `make bootstrap`"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
 
 
 @pytest.fixture

@@ -167,6 +167,24 @@ def _toml_string(text: str) -> str:
     return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
+def flatten_dotted(prefix: str, value: Any) -> list[tuple[str, Any]]:
+    """Nested tables as ``(dotted.key, leaf value)`` pairs, in order (``prefix`` first)."""
+    if isinstance(value, Mapping):
+        items: list[tuple[str, Any]] = []
+        for key, item in value.items():
+            items.extend(flatten_dotted(f"{prefix}.{key}" if prefix else str(key), item))
+        return items
+    return [(prefix, value)]
+
+
+def dash_c_overrides(prefix: str, table: Mapping[str, Any]) -> list[str]:
+    """``-c key=<toml value>`` arguments for every leaf of ``table`` (the Codex CLI's form)."""
+    args: list[str] = []
+    for key, value in flatten_dotted(prefix, table):
+        args += ["-c", f"{key}={format_toml_value(value)}"]
+    return args
+
+
 def format_toml_value(value: Any) -> str:
     """Render a value as an inline TOML value (the form used in files and ``-c key=value``)."""
     if isinstance(value, bool):

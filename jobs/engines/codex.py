@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from app.config.resolver import format_toml_value
+from app.config.resolver import dash_c_overrides
 from jobs.engines.base import (
     Engine,
     EngineContext,
@@ -42,15 +42,6 @@ RUN_ID_ENV = "CODEX_DELEGATION_RUN_ID"
 CONTINUE_PROMPT = (
     "Continue the task from where you left off. When it is done, reply with the final answer."
 )
-
-
-def _flatten(prefix: str, value: Any) -> list[tuple[str, Any]]:
-    if isinstance(value, Mapping):
-        items: list[tuple[str, Any]] = []
-        for key, item in value.items():
-            items.extend(_flatten(f"{prefix}.{key}" if prefix else str(key), item))
-        return items
-    return [(prefix, value)]
 
 
 class CodexEngine(Engine):
@@ -107,12 +98,10 @@ class CodexEngine(Engine):
                 "required": True,
                 "default_tools_approval_mode": "approve",
             }
-            for key, value in _flatten("mcp_servers.delegation", server):
-                args += ["-c", f"{key}={format_toml_value(value)}"]
+            args += dash_c_overrides("mcp_servers.delegation", server)
         passthrough = dict(self.context.setting("codex", {}) or {})
         passthrough.pop("binary", None)
-        for key, value in _flatten("", passthrough):
-            args += ["-c", f"{key}={format_toml_value(value)}"]
+        args += dash_c_overrides("", passthrough)
         return args
 
     def argv(self) -> list[str]:

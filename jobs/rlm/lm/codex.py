@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from app.config.resolver import format_toml_value
+from app.config.resolver import flatten_dotted, format_toml_value
 from jobs.engines.codex_events import CodexTurnState
 from jobs.rlm.lm.base import Completion, LMClient, LMConfigError, LMError, Message
 from jobs.supervise import SupervisedProcess
@@ -81,15 +81,6 @@ LOCKDOWN: dict[str, Any] = {
 }
 
 SystemMode = Literal["instructions", "prompt"]
-
-
-def _flatten(prefix: str, value: Any) -> list[tuple[str, Any]]:
-    if isinstance(value, Mapping):
-        items: list[tuple[str, Any]] = []
-        for key, item in value.items():
-            items.extend(_flatten(f"{prefix}.{key}" if prefix else str(key), item))
-        return items
-    return [(prefix, value)]
 
 
 def render_transcript(messages: Sequence[Message]) -> str:
@@ -196,7 +187,7 @@ class CodexModelClient(LMClient):
 
     def argv(self, *, model: str | None, instructions_file: Path, workdir: Path) -> list[str]:
         """The command line of one call (the prompt comes on stdin)."""
-        overrides: list[tuple[str, Any]] = _flatten("", self.extra_config)
+        overrides: list[tuple[str, Any]] = flatten_dotted("", self.extra_config)
         overrides += [
             (f"mcp_servers.{_bare_key(name)}.enabled", False)
             for name in configured_mcp_servers(self.env)
