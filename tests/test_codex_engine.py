@@ -72,17 +72,14 @@ def codex_runner(
         assert live.stop() == 0
 
 
-def spawn_codex(api: httpx.Client, codex_bin: Path, task: str, **config: Any) -> str:
-    body = {
-        "task": task,
-        "engine": "codex",
-        "config": {
-            "codex.binary": str(codex_bin),
-            # The child's own delegation MCP server is exercised in test_mcp_*.
-            "delegate.tool_profile": [],
-            **config,
-        },
-    }
+def spawn_codex(
+    api: httpx.Client, codex_bin: Path, task: str, *, with_mcp: bool = False, **config: Any
+) -> str:
+    settings: dict[str, Any] = {"codex.binary": str(codex_bin), **config}
+    if not with_mcp:
+        # Most tests leave out the child's own delegation MCP server (a second process).
+        settings["delegate.tool_profile"] = []
+    body = {"task": task, "engine": "codex", "config": settings}
     response = api.post("/api/runs", json=body)
     assert response.status_code == 201, response.text
     run_id: str = response.json()["run"]["id"]
@@ -94,7 +91,7 @@ def test_a_codex_run_from_spawn_to_completion(
 ) -> None:
     script.replies = [shell_reply("echo hello-from-codex", call_id="c1"), message_reply("all done")]
     with codex_runner.client() as api:
-        run_id = spawn_codex(api, codex_bin, "say hello")
+        run_id = spawn_codex(api, codex_bin, "say hello", with_mcp=True)
         run = wait_state(api, run_id, TERMINAL, timeout=90)
         assert run["state"] == "succeeded", run
         seen = types(api, run_id)
@@ -112,6 +109,11 @@ def test_a_codex_run_from_spawn_to_completion(
     logs = list((codex_runner.home.run_dir(run_id) / "logs").glob("codex-turn-*.stderr.log"))
     assert logs, "codex's stderr is kept in the run's logs"
     assert all(r.path == "/v1/responses" for r in server.requests)
+    # The child saw its delegation tools (question_only: status and questions, no spawn).
+    offered = server.model_requests()[0].tool_names
+    delegation = sorted(name for name in offered if "delegation" in name)
+    assert delegation, offered
+    assert not any("spawn" in name for name in delegation), delegation
 
 
 def test_pause_between_turns_and_resume_in_the_same_thread(
