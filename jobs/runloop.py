@@ -265,6 +265,7 @@ class _Attempt:
             child_env=dict(self.ctx.child_env),
             ask=self.ask,
             question_status=self.question_status,
+            pause_requested=lambda: self.state() is RunState.PAUSING,
         )
         try:
             engine = create_engine(self.claimed.engine, context, self.claimed.checkpoint)

@@ -69,6 +69,8 @@ class EngineContext:
     ask: Callable[[str], str] | None = None
     #: ``(status, answer)`` of one of the run's questions.
     question_status: Callable[[str], tuple[str, str | None]] | None = None
+    #: Whether a pause was requested (engines with sub-steps stop at the next one).
+    pause_requested: Callable[[], bool] | None = None
 
     def setting(self, dotted: str, default: Any = None) -> Any:
         """A config value by dotted key."""

@@ -112,6 +112,7 @@ class RlmEngine(Engine):
                 sub_model=setting("rlm.sub_model") or None,
                 ask=context.ask,
                 question_status=context.question_status,
+                pause_requested=context.pause_requested,
             ),
             task=context.run.task,
         )

@@ -75,6 +75,10 @@ class Host:
     sub_model: str | None = None
     run_child: ChildRunner | None = None
     ask: Asker | None = None
+    #: True when the run should pause: the next call is refused and the cell ends there.
+    pause_requested: Callable[[], bool] | None = None
+    #: Set when a call was refused because of a pause.
+    paused: bool = False
     recorded: list[RecordedCall] = field(default_factory=list)
     #: Questions asked by this cell (the loop waits for their answers across a pause).
     asked: list[str] = field(default_factory=list)
@@ -97,6 +101,13 @@ class Host:
 
     def _serve(self, call: Call) -> Any:
         self.budget.check_clock()
+        if self.paused or (self.pause_requested is not None and self.pause_requested()):
+            # Pause between sub-calls: this call is not made; the iteration ends at the cell.
+            self.paused = True
+            raise ValueError(
+                "the run is pausing: this call was not made and the cell stops here; "
+                "after the resume, continue from where it stopped"
+            )
         if call.fn.startswith("context."):
             value, payload = self.context.dispatch(call.fn, list(call.args), dict(call.kwargs))
             if payload is not None:

@@ -85,6 +85,8 @@ class LoopSettings:
     ask: Callable[[str], str] | None = None
     #: The (status, answer) of a question by id.
     question_status: Callable[[str], tuple[str, str | None]] | None = None
+    #: Whether the run is pausing (checked before every host call).
+    pause_requested: Callable[[], bool] | None = None
 
 
 @dataclass
@@ -101,6 +103,8 @@ class RlmLoop:
     root_calls: int = 0
     #: Questions asked and not yet answered in the conversation.
     pending_questions: list[str] = field(default_factory=list)
+    #: The last cell stopped at a host call because the run is pausing.
+    paused_mid_cell: bool = False
     _session: ReplSession | None = None
     _driver: ReplDriver | None = None
     _children: list[RlmLoop] = field(default_factory=list)
@@ -222,7 +226,7 @@ class RlmLoop:
             if result.final is not None:
                 self.final = result.final
                 break
-            if settings.budget.exhausted is not None:
+            if settings.budget.exhausted is not None or self.paused_mid_cell:
                 break
         reminder = "" if self.final else "Set the answer with FINAL(...) in code when you have it."
         self.messages.append(
@@ -324,6 +328,7 @@ class RlmLoop:
             sub_model=settings.sub_model,
             run_child=self._run_child,
             ask=settings.ask if self.depth == 0 else None,
+            pause_requested=settings.pause_requested,
         )
         result = self._driver.run_cell(code, timeout_s=settings.cell_timeout_s, on_call=host.handle)
         if self._interrupted.is_set():
@@ -332,6 +337,7 @@ class RlmLoop:
             result.error.startswith("timeout") or "REPL" in result.error
         )
         self.cells.append(CellRecord(code=code, calls=host.recorded, completed=completed))
+        self.paused_mid_cell = host.paused
         self.pending_questions.extend(host.asked)
         settings.emit(
             ReplExec(
