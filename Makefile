@@ -1,5 +1,6 @@
 # Two entry points: `make run` (the runner on embedded defaults) and `make test` (everything).
-# Both bootstrap what they need and are idempotent.
+# Both bootstrap what they need and are idempotent (bootstrap installs bubblewrap and
+# docker.io when missing: scripts/install_sandbox_deps.sh).
 
 PYTHON ?= python3
 VENV   := .venv
@@ -34,8 +35,11 @@ docs-check:
 	$(BIN)/python scripts/gen_events_doc.py --check
 	$(BIN)/python scripts/gen_config_doc.py --check
 
+# The docker sandbox's tests need an engine and its image: with_docker.sh uses the engine
+# that answers, or starts a private dockerd (stopped and cleaned up afterwards, whatever
+# happens), and build-image builds the image from this host's Python (a no-op when current).
 pytest:
-	$(BIN)/python -m pytest
+	scripts/with_docker.sh sh -c '$(BIN)/app sandbox build-image; exec $(BIN)/python -m pytest'
 
 docs:
 	$(BIN)/python scripts/gen_events_doc.py

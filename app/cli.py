@@ -25,7 +25,6 @@ Handler = Callable[[argparse.Namespace], int]
 PENDING_VERBS: dict[str, str] = {
     "desktop": "the desktop window lands with the UI issue",
     "tui": "the Textual TUI lands with the UI issue",
-    "sandbox build-image": "the sandbox image lands with the 'Docker sandbox' issue",
 }
 
 
@@ -162,9 +161,24 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox_verbs.add_parser(
         "check", parents=[home], help="say which sandboxes work on this machine"
     ).set_defaults(handler=_sandbox_check)
-    sub = sandbox_verbs.add_parser("build-image", parents=[home])
-    sub.set_defaults(handler=_pending("sandbox build-image"))
+    _add_build_image(sandbox_verbs, home)
     return parser
+
+
+def _add_build_image(sandbox_verbs: Any, home: argparse.ArgumentParser) -> None:
+    build_image = sandbox_verbs.add_parser(
+        "build-image",
+        parents=[home],
+        help="build the docker sandbox's image from this host's Python (no registry needed)",
+    )
+    build_image.add_argument("--tag", help="image name (default: rlm.docker_image)")
+    build_image.add_argument(
+        "--python", help="interpreter to copy in (default: /usr/bin/python3, else this one's)"
+    )
+    build_image.add_argument(
+        "--force", action="store_true", help="rebuild even when the image is up to date"
+    )
+    build_image.set_defaults(handler=_sandbox_build_image)
 
 
 def _add_remote_verbs(
@@ -306,6 +320,12 @@ def _sandbox_check(args: argparse.Namespace) -> int:
     for check in checks:
         print(f"{check.name:<{width}}  {'yes' if check.available else 'no ':<3}  {check.detail}")
     return EXIT_OK if any(check.available for check in checks) else EXIT_ERROR
+
+
+def _sandbox_build_image(args: argparse.Namespace) -> int:
+    from jobs.rlm.sandbox.image import build_image_command
+
+    return build_image_command(tag=args.tag, python=args.python, force=args.force)
 
 
 def _remote(verb: str) -> Handler:

@@ -23,7 +23,7 @@ from typing import Any
 from app.clock import format_ts, now_ts, utc_now
 from app.wire.events import Actor, RunFailed, RunInterrupted, RunQueued, RunStarted
 from db.connection import raw_connection
-from db.eventlog import EventLog
+from db.eventlog import EventLog, Tx
 from db.lifecycle import IllegalTransition, RunState
 from db.runs import transition
 from jobs.engines import engine_resumable
@@ -111,14 +111,25 @@ def renew(log_: EventLog, run_id: str, *, owner: str, ttl_s: float) -> bool:
     return changed == 1
 
 
-def release(log_: EventLog, run_id: str, *, owner: str, active_ms: int) -> None:
-    """Let go of a run (after it paused or ended) and record its running time."""
-    with log_.transaction() as tx:
-        tx.execute(
-            "UPDATE run SET lease_owner = NULL, lease_expires_at = NULL, engine_pgid = NULL,"
-            " active_ms = ? WHERE id = ? AND lease_owner = ?",
-            (active_ms, run_id, owner),
-        )
+def release(
+    log_: EventLog, run_id: str, *, owner: str, attempt: int, active_ms: int, tx: Tx | None = None
+) -> None:
+    """Let go of a run (after it paused or ended) and record its running time.
+
+    Only this attempt's lease is released (owner *and* attempt): once a paused run has been
+    resumed and claimed again — possibly by the same worker — the old attempt, still closing
+    its engine, must not clear the new lease. Pass ``tx`` to release in the same transaction
+    as the pause or ending, so the next claim already sees the released lease and the time.
+    """
+    if tx is None:
+        with log_.transaction() as own:
+            release(log_, run_id, owner=owner, attempt=attempt, active_ms=active_ms, tx=own)
+        return
+    tx.execute(
+        "UPDATE run SET lease_owner = NULL, lease_expires_at = NULL, engine_pgid = NULL,"
+        " active_ms = ? WHERE id = ? AND lease_owner = ? AND attempt = ?",
+        (active_ms, run_id, owner, attempt),
+    )
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ def recover(
         log.warning("run %s was orphaned: %s", item.run_id, item.action)
         if item.engine_pgid:
             kill_orphaned_group(item.engine_pgid)
+    sweep_sandbox_containers(log_)
     return recovered
 
 
@@ -40,6 +41,35 @@ def kill_orphaned_group(pgid: int) -> None:
             os.killpg(pgid, signal.SIGKILL)
         return
     kill_group(pgid, grace_s=1.0)
+
+
+# -- docker sandbox containers ---------------------------------------------------------------
+
+
+def sweep_sandbox_containers(log_: EventLog) -> list[str]:
+    """Remove the docker sandbox's containers whose run is no longer running, or whose runner
+    died (``jobs.rlm.sandbox.docker.sweep_containers``). Free without a Docker engine; never
+    raises: a failed sweep is retried on the next timer tick."""
+    try:
+        from jobs.rlm.sandbox.docker import sweep_containers
+
+        removed = sweep_containers(lambda run_id: _run_state(log_, run_id))
+    except Exception as error:  # the engine went away, ...: the next tick tries again
+        log.warning("sweeping sandbox containers failed: %s", error)
+        return []
+    for name in removed:
+        log.warning("removed sandbox container %s: its run is over or its runner is gone", name)
+    return removed
+
+
+def _run_state(log_: EventLog, run_id: str) -> str | None:
+    from db.eventlog import UnknownRun
+    from db.runs import get_run
+
+    try:
+        return str(get_run(log_, run_id).state)
+    except UnknownRun:
+        return None
 
 
 class RecoveryLoop:

@@ -143,7 +143,9 @@ def execute_run(ctx: WorkerContext, run_id: str) -> str | None:
         return runner.run()
     finally:
         active_ms = claimed.active_ms + int((time.monotonic() - started) * 1000)
-        leases.release(ctx.log, run_id, owner=ctx.owner, active_ms=active_ms)
+        leases.release(
+            ctx.log, run_id, owner=ctx.owner, attempt=claimed.attempt, active_ms=active_ms
+        )
 
 
 class _Attempt:
@@ -174,16 +176,28 @@ class _Attempt:
     def end(
         self, payload: Payload, *, reason: str | None = None, checkpoint: str | None = None
     ) -> str:
-        """Apply an ending (or pause) transition unless the run has already moved on."""
+        """Apply an ending (or pause) transition unless the run has already moved on; the
+        worker lets go of the run in the same transaction."""
         try:
-            return transition(
-                self.ctx.log,
-                self.run_id,
-                payload,
-                actor=Actor.WORKER,
-                reason=reason,
-                checkpoint=checkpoint,
-            ).value
+            with self.ctx.log.transaction() as tx:
+                state = transition(
+                    self.ctx.log,
+                    self.run_id,
+                    payload,
+                    actor=Actor.WORKER,
+                    reason=reason,
+                    checkpoint=checkpoint,
+                    tx=tx,
+                )
+                leases.release(
+                    self.ctx.log,
+                    self.run_id,
+                    owner=self.ctx.owner,
+                    attempt=self.claimed.attempt,
+                    active_ms=self.used_ms(),
+                    tx=tx,
+                )
+            return state.value
         except IllegalTransition:
             # A person cancelled (or the sweeper interrupted) meanwhile; their event stands.
             return self.state().value
@@ -211,8 +225,12 @@ class _Attempt:
         return view.status, view.answer
 
     def set_pgid(self, pgid: int | None) -> None:
+        # Only while this attempt holds the run (a closing old attempt must not touch it).
         with self.ctx.log.transaction() as tx:
-            tx.execute("UPDATE run SET engine_pgid = ? WHERE id = ?", (pgid, self.run_id))
+            tx.execute(
+                "UPDATE run SET engine_pgid = ? WHERE id = ? AND lease_owner = ? AND attempt = ?",
+                (pgid, self.run_id, self.ctx.owner, self.claimed.attempt),
+            )
 
     def save_checkpoint(self, engine: Engine) -> str:
         text = json.dumps(engine.checkpoint(), sort_keys=True)

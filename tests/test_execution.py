@@ -172,13 +172,23 @@ def test_wall_clock_budget(api: httpx.Client) -> None:
     assert exceeded["payload"]["used"] >= 300
 
 
-def test_an_unavailable_engine_fails_the_run_with_guidance(api: httpx.Client) -> None:
-    # The default sandbox is docker, which this runner cannot use: fail fast, with guidance,
-    # never silently unsandboxed.
-    run_id = api.post("/api/runs", json={"task": "think", "engine": "rlm"}).json()["run"]["id"]
-    run = wait_state(api, run_id, TERMINAL)
+def test_an_unavailable_engine_fails_the_run_with_guidance(tmp_path: Path) -> None:
+    # The default sandbox is docker, which this runner cannot use (no engine answers at its
+    # DOCKER_HOST): fail fast, with guidance, never silently unsandboxed.
+    live = start_runner(
+        Home(tmp_path / "runner-home"),
+        DOCKER_HOST=f"unix://{tmp_path}/no-docker.sock",
+        CODEX_DELEGATION_CONFIG_OVERRIDES=FAST,
+    )
+    try:
+        with live.client() as api:
+            body = {"task": "think", "engine": "rlm"}
+            run_id = api.post("/api/runs", json=body).json()["run"]["id"]
+            run = wait_state(api, run_id, TERMINAL)
+    finally:
+        assert live.stop() == 0
     assert run["state"] == "failed"
-    assert "docker sandbox is not available" in run["state_reason"]
+    assert "no Docker engine answers" in run["state_reason"]
     assert "allowed_environments" in run["state_reason"]
 
 

@@ -1,7 +1,7 @@
 """The REPL server and the host-side driver, without a sandbox (fast; semantics only).
 
 The server runs as a plain child process here, driven through the same
-``LocalReplSession``/``ReplDriver`` code the sandbox uses; tests/test_sandbox_local.py runs
+``LocalReplSession``/``ReplDriver`` code the sandbox uses; tests/test_sandbox.py runs
 the adversarial cases inside bubblewrap. The server must work on any Python >= 3.9, so the
 basic cases also run on every other interpreter found on this machine.
 """

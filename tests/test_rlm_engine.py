@@ -1,7 +1,10 @@
-"""The RLM engine on the real run loop, the real local sandbox and a replayed model.
+"""The RLM engine on the real run loop, a real sandbox and a replayed model.
 
 Deterministic suite: scripted root/sub models (trajectory files) over generated contexts
 with fixed seeds. Adversarial suite: models and cells that try to break out or never stop.
+Every test runs once per sandbox (``local``, ``docker``): a sandbox that does not work here is
+skipped with the reason, and fails the test in CI; a docker test also checks that no
+container of its runs is left behind.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,22 +26,31 @@ from db.runs import get_run
 from db.store import Store
 from jobs.leases import new_owner_id
 from jobs.rlm.loop import DEFAULT_ANSWER_MARK
-from jobs.rlm.sandbox.local import LocalSandbox
+from jobs.rlm.sandbox.docker import LABEL_PID, connect
 from jobs.rlm.synthetic import make_corpus
 from jobs.runloop import WorkerContext, execute_run
 from tests.conftest import start_runner
 from tests.test_execution import TERMINAL, events, wait_state
+from tests.test_sandbox import (
+    SANDBOXES,
+    assert_no_containers,
+    require_sandbox,
+    sandbox_containers,
+)
 
 pytestmark = pytest.mark.slow
+#: The sandbox the current test's runs use (``rlm.environment``); set by :func:`sandbox`.
+ENVIRONMENT = {"name": "local"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _local_sandbox_works() -> None:
-    check = LocalSandbox.check()
-    if not check.available:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"the local sandbox must work in CI: {check.detail}")
-        pytest.skip(f"local sandbox unavailable: {check.detail}")
+@pytest.fixture(params=SANDBOXES, autouse=True)
+def sandbox(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Run the test once per sandbox; after a docker one, no container of its runs is left."""
+    require_sandbox(request.param)
+    ENVIRONMENT["name"] = request.param
+    yield request.param
+    if request.param == "docker":
+        assert_no_containers(tmp_path)
 
 
 def make_repo(
@@ -66,7 +79,7 @@ def run_rlm(
     store: Store, repo: Path, traj: Path, **config: Any
 ) -> tuple[str, list[dict[str, Any]]]:
     overrides = {
-        "rlm.environment": "local",
+        "rlm.environment": ENVIRONMENT["name"],
         "rlm.lm_client": "replay",
         "rlm.replay_path": str(traj),
         "rlm.cell_timeout_ms": 5000,
@@ -369,7 +382,7 @@ def spawn_rlm(api: Any, repo: Path, traj: Path) -> str:
         "engine": "rlm",
         "repo": str(repo),
         "config": {
-            "rlm.environment": "local",
+            "rlm.environment": ENVIRONMENT["name"],
             "rlm.lm_client": "replay",
             "rlm.replay_path": str(traj),
         },
@@ -397,16 +410,24 @@ def test_pause_and_resume_mid_run_gives_the_same_answer(tmp_path: Path, rlm_repo
         assert runner.stop() == 0
 
 
-def test_kill_9_mid_run_then_resume_gives_the_same_answer(tmp_path: Path, rlm_repo: Path) -> None:
+def test_kill_9_mid_run_then_resume_gives_the_same_answer(
+    tmp_path: Path, rlm_repo: Path, sandbox: str
+) -> None:
     home = Home(tmp_path / "home")
     first = start_runner(home, CODEX_DELEGATION_CONFIG_OVERRIDES="runner.sweep_interval_s=1")
     with first.client() as api:
         run_id = spawn_rlm(api, rlm_repo, slow_trajectory(tmp_path / "t.jsonl"))
         wait_state(api, run_id, {"running"})
         time.sleep(1.5)
+    in_flight = _first_runners_containers(tmp_path, first.proc.pid) if sandbox == "docker" else []
+    if sandbox == "docker":
+        assert in_flight, "the run's container should be running when the runner is killed"
     os.kill(first.proc.pid, signal.SIGKILL)
     first.proc.wait()
     second = start_runner(home, CODEX_DELEGATION_CONFIG_OVERRIDES="runner.sweep_interval_s=1")
+    if sandbox == "docker":
+        # The new runner's recovery removed the dead runner's container (its maker is gone).
+        assert _first_runners_containers(tmp_path, first.proc.pid) == []
     try:
         with second.client() as api:
             run = wait_state(api, run_id, TERMINAL, timeout=60)
@@ -416,6 +437,45 @@ def test_kill_9_mid_run_then_resume_gives_the_same_answer(tmp_path: Path, rlm_re
             assert "run_interrupted" in types_seen
     finally:
         assert second.stop() == 0
+
+
+def test_cancel_mid_cell_stops_the_sandbox_at_once(
+    tmp_path: Path, rlm_repo: Path, sandbox: str
+) -> None:
+    traj = trajectory(
+        tmp_path / "t.jsonl",
+        ("root", repl("import time\ntime.sleep(60)")),
+        ("root", repl("FINAL('never')")),
+    )
+    runner = start_runner(Home(tmp_path / "home"))
+    try:
+        with runner.client() as api:
+            run_id = spawn_rlm(api, rlm_repo, traj)
+            wait_state(api, run_id, {"running"})
+            deadline = time.monotonic() + 10
+            while sandbox == "docker" and not sandbox_containers(tmp_path):
+                assert time.monotonic() < deadline, "no container for the run"
+                time.sleep(0.05)
+            time.sleep(0.5)  # inside the cell
+            started = time.monotonic()
+            api.post(f"/api/runs/{run_id}/control", json={"action": "cancel", "request_id": "c"})
+            run = wait_state(api, run_id, TERMINAL, timeout=10)
+            assert run["state"] == "cancelled", run
+            if sandbox == "docker":
+                assert_no_containers(tmp_path, wait_s=5)
+            assert time.monotonic() - started < 5
+            assert "run_completed" not in [e["type"] for e in events(api, run_id)]
+    finally:
+        assert runner.stop() == 0
+
+
+def _first_runners_containers(under: Path, pid: int) -> list[str]:
+    client = connect()
+    return [
+        name
+        for name in sandbox_containers(under)
+        if client.api.inspect_container(name)["Config"]["Labels"].get(LABEL_PID) == str(pid)
+    ]
 
 
 def test_ask_pauses_the_run_until_a_person_answers(tmp_path: Path, rlm_repo: Path) -> None:
@@ -507,3 +567,40 @@ def test_on_budget_exceeded_pause_pauses_instead_of_ending(store: Store, tmp_pat
     assert state == "paused"
     paused = payloads(evts, "run_paused")[-1]
     assert "rlm.max_subcalls" in paused["reason"]
+
+
+def test_pause_applies_between_sub_calls(tmp_path: Path, rlm_repo: Path) -> None:
+    first = (
+        "import time\n"
+        "results = []\n"
+        "for i in range(20):\n"
+        "    time.sleep(0.1)\n"
+        "    results.append(llm_query('item ' + str(i)))"
+    )
+    second = (
+        "for i in range(len(results), 20):\n"
+        "    results.append(llm_query('item ' + str(i)))\n"
+        "FINAL(str(len(results)) + ' ' + results[-1])"
+    )
+    traj = trajectory(
+        tmp_path / "t.jsonl",
+        ("root", repl(first)),
+        ("root", repl(second)),
+        *[("sub", f"answer {i}") for i in range(20)],
+    )
+    runner = start_runner(Home(tmp_path / "home"))
+    try:
+        with runner.client() as api:
+            run_id = spawn_rlm(api, rlm_repo, traj)
+            wait_state(api, run_id, {"running"})
+            time.sleep(0.6)
+            api.post(f"/api/runs/{run_id}/control", json={"action": "pause", "request_id": "p"})
+            wait_state(api, run_id, {"paused"}, timeout=10)
+            made = [e for e in events(api, run_id) if e["type"] == "subcall_started"]
+            assert 0 < len(made) < 20, "the pause took effect between sub-calls, mid-cell"
+            api.post(f"/api/runs/{run_id}/control", json={"action": "resume", "request_id": "r"})
+            run = wait_state(api, run_id, TERMINAL, timeout=30)
+            assert run["state"] == "succeeded", run
+            assert events(api, run_id)[-1]["payload"]["answer_preview"] == "20 answer 19"
+    finally:
+        assert runner.stop() == 0

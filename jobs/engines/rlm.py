@@ -69,6 +69,8 @@ class RlmEngine(Engine):
                 str(setting("rlm.environment", "docker")),
                 str(setting("runner.mode", "prod")),
                 list(setting("rlm.allowed_environments", ["docker"]) or []),
+                docker_image=setting("rlm.docker_image", "") or None,
+                docker_runtime=str(setting("sandbox.docker_runtime", "") or ""),
             )
         except SandboxUnavailable as error:
             raise EngineUnavailable(str(error)) from None

@@ -20,16 +20,23 @@ ALLOW_LOCAL_HINT = (
     '`rlm.environment = local` (e.g. `-c rlm.environment="local"`), or run the runner with '
     "`runner.mode = dev`."
 )
-DOCKER_PENDING = "the docker sandbox lands with the 'Docker sandbox' issue"
 DOCKER_HINT = (
     "To use Docker, start the Docker daemon (`sudo systemctl start docker`, or open Docker "
     "Desktop) and check that `docker info` works for the runner's user."
 )
 
 
-def choose_sandbox(environment: str, runner_mode: str, allowed: Sequence[str]) -> Sandbox:
+def choose_sandbox(
+    environment: str,
+    runner_mode: str,
+    allowed: Sequence[str],
+    *,
+    docker_image: str | None = None,
+    docker_runtime: str = "",
+) -> Sandbox:
     """The sandbox for ``rlm.environment``, checked to work here; raises
-    :class:`SandboxUnavailable` with guidance otherwise."""
+    :class:`SandboxUnavailable` with guidance otherwise. ``docker_image`` and
+    ``docker_runtime`` are ``rlm.docker_image`` and ``sandbox.docker_runtime``."""
     if environment == "local":
         if runner_mode != "dev" and "local" not in allowed:
             raise SandboxUnavailable(
@@ -49,17 +56,28 @@ def choose_sandbox(environment: str, runner_mode: str, allowed: Sequence[str]) -
             )
         return LocalSandbox()
     if environment == "docker":
-        raise SandboxUnavailable(
-            f"the docker sandbox is not available yet: it lands with the 'Docker sandbox' issue. "
-            f"{ALLOW_LOCAL_HINT}"
-        )
+        # The engine answers, the image is there (nothing is pulled), the runtime exists;
+        # a container that then fails to start fails the run the same way.
+        from jobs.rlm.sandbox.docker import DockerSandbox
+
+        docker = DockerSandbox(image=docker_image or None, runtime=docker_runtime)
+        try:
+            docker.preflight()
+        except SandboxUnavailable as error:
+            raise SandboxUnavailable(f"{error}. {ALLOW_LOCAL_HINT}") from None
+        return docker
     raise SandboxUnavailable(
         f"unknown rlm.environment {environment!r}: use `docker` or `local`. {ALLOW_LOCAL_HINT}"
     )
 
 
-def check_all() -> list[SandboxCheck]:
-    """What ``app sandbox check`` reports: one line per sandbox, each actually tried."""
+def check_all(*, docker_image: str | None = None, docker_runtime: str = "") -> list[SandboxCheck]:
+    """What ``app sandbox check`` reports: one line per sandbox, each actually tried (the
+    docker line also says whether the engine has gVisor's ``runsc``)."""
+    from jobs.rlm.sandbox.docker import DockerSandbox
     from jobs.rlm.sandbox.local import LocalSandbox
 
-    return [LocalSandbox.check(), SandboxCheck("docker", False, f"{DOCKER_PENDING}")]
+    return [
+        LocalSandbox.check(),
+        DockerSandbox.check(image=docker_image or None, runtime=docker_runtime),
+    ]

@@ -28,19 +28,16 @@ inside with it when it ends, including ones that left the session.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import json
 import math
 import os
-import py_compile
 import re
 import select
 import shlex
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -60,6 +57,17 @@ from jobs.rlm.sandbox.base import (
     SandboxLimits,
     SandboxUnavailable,
 )
+from jobs.rlm.sandbox.common import (
+    BOOT,
+    MAX_LINE_BYTES,
+    PYC_NAME,
+    REPL_SERVER,
+    SANDBOX_REPL_DIR,
+    SANDBOX_REPL_PATH,
+    SANDBOX_UID,
+    find_python,
+    precompiled_server,
+)
 from jobs.supervise import SupervisedProcess, processes_in_session
 
 __all__ = [
@@ -70,24 +78,10 @@ __all__ = [
     "bwrap_argv",
 ]
 
-REPL_SERVER = Path(__file__).resolve().parent.parent / "repl_server.py"
-#: Where the REPL server file is mounted (read-only) inside the sandbox.
-SANDBOX_REPL_DIR = "/opt/rlm"
-SANDBOX_REPL_PATH = f"{SANDBOX_REPL_DIR}/repl_server.py"
-# Started as a module, not a script: an imported module's bytecode can come from a .pyc, so
-# the server is not recompiled at every start (a script always is).
-_BOOT = (
-    f'import sys; sys.path.insert(0, "{SANDBOX_REPL_DIR}"); import repl_server; '
-    "sys.exit(repl_server.main(sys.argv[1:]))"
-)
-_PYC_NAME = f"repl_server.{sys.implementation.cache_tag}.pyc"
-SANDBOX_UID = 65534
 BWRAP_INSTALL_HINT = (
     "install bubblewrap: `sudo apt-get install bubblewrap` (Debian/Ubuntu), "
     "`sudo dnf install bubblewrap` (Fedora), or run scripts/install_sandbox_deps.sh"
 )
-#: A REPL line longer than this is a protocol error (results are bounded by max_output_chars).
-MAX_LINE_BYTES = 64 << 20
 _READ_CHUNK = 1 << 20
 _CGROUP_PARENT = "codex-delegation-sandbox"
 _CPU_PERIOD_US = 100_000
@@ -116,44 +110,12 @@ def find_bwrap() -> str | None:
     return None
 
 
-def find_python() -> str:
-    """The interpreter to run inside: the system ``/usr/bin/python3`` when there is one (it
-    needs nothing outside ``/usr``), else the base interpreter of the one running us."""
-    if os.access("/usr/bin/python3", os.X_OK):
-        return "/usr/bin/python3"
-    base = getattr(sys, "_base_executable", None) or sys.executable
-    return str(Path(base).resolve())
-
-
 def _python_prefix(python: str) -> str | None:
     """The directory to bind for an interpreter that does not live under ``/usr``."""
     real = Path(python).resolve()
     if real.is_relative_to("/usr"):
         return None
     return str(real.parent.parent)  # <prefix>/bin/python3 -> <prefix>
-
-
-_precompiled: list[Path | None] = []
-
-
-def precompiled_server() -> Path | None:
-    """The REPL server compiled by this interpreter, once per process, in a private temporary
-    directory. Bound where the sandbox's interpreter looks for it; an interpreter with another
-    cache tag ignores it, and one whose magic number or source stamp differs recompiles (the
-    .pyc is only ever a start-up shortcut). None if it cannot be made."""
-    if not _precompiled:
-        directory = Path(tempfile.mkdtemp(prefix="rlm-repl-"))
-        atexit.register(shutil.rmtree, directory, True)
-        target = directory / _PYC_NAME
-        try:
-            py_compile.compile(
-                str(REPL_SERVER), cfile=str(target), dfile=SANDBOX_REPL_PATH, doraise=True
-            )
-        except (OSError, py_compile.PyCompileError):
-            _precompiled.append(None)
-        else:
-            _precompiled.append(target)
-    return _precompiled[0]
 
 
 @dataclass(frozen=True)
@@ -300,7 +262,7 @@ def bwrap_argv(
         argv += ["--ro-bind", sources.python_prefix or prefix, prefix]
     argv += ["--ro-bind", sources.repl_server, SANDBOX_REPL_PATH]
     if sources.repl_pyc is not None:
-        argv += ["--ro-bind", sources.repl_pyc, f"{SANDBOX_REPL_DIR}/__pycache__/{_PYC_NAME}"]
+        argv += ["--ro-bind", sources.repl_pyc, f"{SANDBOX_REPL_DIR}/__pycache__/{PYC_NAME}"]
     argv += ["--proc", "/proc", "--dev", "/dev"]
     argv += ["--size", str(limits.tmpfs_mb << 20), "--tmpfs", "/tmp"]  # noqa: S108 -- private
     argv += ["--bind", sources.scratch, "/scratch", "--bind", sources.artifacts, "/artifacts"]
@@ -319,7 +281,7 @@ def bwrap_argv(
         "-I",
         "-S",
         "-c",
-        _BOOT,
+        BOOT,
         "--limits",
         json.dumps(rlimits, separators=(",", ":")),
     ]

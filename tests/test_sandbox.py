@@ -1,8 +1,11 @@
-"""The local (bubblewrap) sandbox, attacked from inside: each attempt is refused or contained,
-and the REPL -- or a restarted one -- still works afterwards. Also: the availability policy
-(``choose_sandbox``) and ``app sandbox check``.
+"""The sandboxes -- ``local`` (bubblewrap) and ``docker`` -- attacked from inside: each attempt
+is refused or contained, and the REPL -- or a restarted one -- still works afterwards. The
+attacks are parametrized over both sandboxes; a few checks are one sandbox's own. Also: the
+availability policy (``choose_sandbox``) and ``app sandbox check``.
 
-Skipped as a whole when bubblewrap does not work here (``app sandbox check`` says why).
+A sandbox that does not work here is skipped with the reason (``app sandbox check`` says it),
+except in CI (``CI`` set), where that is a failure. The helpers here (:func:`require_sandbox`,
+:func:`make_sandbox`, :func:`assert_no_containers`) are shared with the engine suite.
 """
 
 from __future__ import annotations
@@ -21,14 +24,70 @@ from typing import Any
 import pytest
 
 from jobs.rlm.protocol import Call, CellResult, Reply
-from jobs.rlm.sandbox.base import SandboxLimits, SandboxUnavailable
+from jobs.rlm.sandbox.base import (
+    ReplSession,
+    Sandbox,
+    SandboxCheck,
+    SandboxLimits,
+    SandboxUnavailable,
+)
 from jobs.rlm.sandbox.choose import choose_sandbox
+from jobs.rlm.sandbox.docker import LABEL_RUN_DIR, LABEL_SANDBOX, DockerReplSession, DockerSandbox
+from jobs.rlm.sandbox.docker import connect as docker_connect
 from jobs.rlm.sandbox.local import LocalReplSession, LocalSandbox, find_bwrap
 from jobs.rlm.session import ReplDriver, timeout_error
 from tests.conftest import APP, subprocess_env
 
 CHECK = LocalSandbox.check()
 needs_bwrap = pytest.mark.skipif(not CHECK.available, reason=f"local sandbox: {CHECK.detail}")
+SANDBOXES = ("local", "docker")
+_CHECKS: dict[str, SandboxCheck] = {"local": CHECK}
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def sandbox_check(name: str) -> SandboxCheck:
+    """``Sandbox.check()`` of ``name``, once per test session."""
+    if name not in _CHECKS:
+        _CHECKS[name] = DockerSandbox.check()
+    return _CHECKS[name]
+
+
+def require_sandbox(name: str) -> None:
+    """Skip (with the reason) when ``name`` does not work here; in CI, fail instead."""
+    check = sandbox_check(name)
+    if not check.available:
+        if in_ci():
+            pytest.fail(f"the {name} sandbox must work in CI: {check.detail}")
+        pytest.skip(f"{name} sandbox unavailable: {check.detail}")
+
+
+def make_sandbox(name: str) -> Sandbox:
+    return LocalSandbox() if name == "local" else DockerSandbox()
+
+
+def sandbox_containers(under: Path) -> list[str]:
+    """Names of the docker sandbox containers (running or not) whose run is under ``under``."""
+    client = docker_connect()
+    found = client.api.containers(all=True, filters={"label": f"{LABEL_SANDBOX}=rlm"})
+    return [
+        str(c["Names"][0]).lstrip("/")
+        for c in found
+        if str((c.get("Labels") or {}).get(LABEL_RUN_DIR, "")).startswith(str(under))
+    ]
+
+
+def assert_no_containers(under: Path, wait_s: float = 10.0) -> None:
+    """No container of a run under ``under`` is left (after up to ``wait_s`` for a runner's
+    own clean-up to finish)."""
+    deadline = time.monotonic() + wait_s
+    while (left := sandbox_containers(under)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert left == [], f"containers left behind: {left}"
+
+
 SECRETS = {
     "events.jsonl": '{"seq": 1, "type": "secret-event"}\n',
     "manifest.json": '{"secret": "manifest"}',
@@ -48,13 +107,12 @@ def answer(call: Call) -> Reply:
 class Repl:
     """A sandboxed REPL for one test, restartable, always killed at the end."""
 
-    def __init__(self, run_dir: Path, limits: SandboxLimits = LIMITS) -> None:
+    def __init__(self, run_dir: Path, limits: SandboxLimits = LIMITS, kind: str = "local") -> None:
         self.run_dir = run_dir
         self.limits = limits
-        self.sandbox = LocalSandbox()
-        self.session: LocalReplSession = self.sandbox.start(
-            run_dir=run_dir, limits=limits, label="test"
-        )
+        self.kind = kind
+        self.sandbox = make_sandbox(kind)
+        self.session: ReplSession = self.sandbox.start(run_dir=run_dir, limits=limits, label="test")
         self.driver = ReplDriver(self.session, max_output_chars=2000, interrupt_grace_s=1.0)
 
     def run(self, code: str, timeout: float = 10) -> CellResult:
@@ -80,32 +138,41 @@ def run_dir(tmp_path: Path) -> Path:
     return run
 
 
-@pytest.fixture
-def repl(run_dir: Path) -> Iterator[Repl]:
-    live = Repl(run_dir)
+@pytest.fixture(params=SANDBOXES)
+def repl(request: pytest.FixtureRequest, run_dir: Path) -> Iterator[Repl]:
+    require_sandbox(request.param)
+    live = Repl(run_dir, kind=request.param)
     try:
         yield live
     finally:
         live.session.kill()
-        if live.session.cgroups is not None:
+        if isinstance(live.session, LocalReplSession) and live.session.cgroups is not None:
             assert not any(path.exists() for path in live.session.cgroups.dirs.values())
+        if live.kind == "docker":
+            assert_no_containers(run_dir.parent, wait_s=2)
 
 
 # -- the basics ----------------------------------------------------------------------------------
 
 
-@needs_bwrap
 def test_identity_state_and_host_calls(repl: Repl) -> None:
     result = repl.run(
         "import os, socket\nme = (os.getuid(), os.getgid(), os.getpid(), socket.gethostname())\n"
-        "print(me, os.getcwd(), sorted(os.listdir('/')))"
+        "print(me[:2], me[3], os.getcwd(), sorted(os.listdir('/')))\n"
+        "print('pid 1:', os.getpid() == 1)"
     )
     assert result.error is None, result
-    assert result.stdout == (
-        "(65534, 65534, 2, 'rlm-sandbox') /scratch "
-        "['artifacts', 'bin', 'dev', 'etc', 'lib', 'lib64', 'opt', 'proc', 'sbin', 'scratch', "
-        "'tmp', 'usr']\n"
-    )
+    uid = 65534 if os.geteuid() == 0 or repl.kind == "local" else os.geteuid()
+    root = ["artifacts", "bin", "dev", "etc", "lib", "lib64", "opt", "proc", "sbin", "scratch"]
+    root += ["tmp", "usr"] if repl.kind == "local" else ["sys", "tmp", "usr"]
+    # Docker adds its /.dockerenv marker; /sys is its read-only sysfs (this netns's view).
+    root = root if repl.kind == "local" else [".dockerenv", *root]
+    assert result.stdout.splitlines() == [
+        f"({uid}, {uid}) rlm-sandbox /scratch {root}",
+        "pid 1: False",  # an init (bwrap's, tini) reaps orphans and forwards signals
+    ]
+    if repl.kind == "local":
+        assert "(65534, 65534, 2, 'rlm-sandbox')" in repl.run("print(me)").stdout
     assert result.new_names == ["me", "os", "socket"]
     peek = repl.run(
         "print(context.peek('a.py', 3))\ntry:\n    llm_query('q')\n"
@@ -114,7 +181,7 @@ def test_identity_state_and_host_calls(repl: Repl) -> None:
     assert peek.stdout == (
         "{'peeked': ['a.py'], 'length': 3}\nrefused: budget exhausted: no more llm_query\n"
     )
-    assert repl.run("me[0]").stdout == "65534\n"
+    assert repl.run("me[0]").stdout == f"{uid}\n"
     limits = repl.run("print(open('/proc/self/limits').read())").stdout
     assert f"{256 << 20}" in limits  # address space
     assert "Max core file size        0" in limits
@@ -153,7 +220,6 @@ def test_check_and_the_command_line(tmp_path: Path) -> None:
 # -- network -------------------------------------------------------------------------------------
 
 
-@needs_bwrap
 def test_no_network_not_even_the_hosts_loopback(repl: Repl) -> None:
     accepted: list[Any] = []
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
@@ -208,8 +274,8 @@ print([name for _, name in socket.if_nameindex()])
         "refused 127.0.0.1 ConnectionRefusedError",  # its own, empty loopback
         "refused 10.0.0.1 OSError",
         "refused 1.1.1.1 OSError",
-        "refused unix ConnectionRefusedError",
-        "no /sys",
+        "refused unix ConnectionRefusedError",  # abstract sockets are per network namespace
+        "no /sys" if repl.kind == "local" else "['lo']",  # docker's sysfs: this netns only
         "['lo']",
     ]
     assert len(accepted) == 1  # only the host's own connection
@@ -221,7 +287,6 @@ print([name for _, name in socket.if_nameindex()])
 # -- filesystem ----------------------------------------------------------------------------------
 
 
-@needs_bwrap
 def test_writes_outside_scratch_and_artifacts_are_refused(repl: Repl) -> None:
     code = """
 import os
@@ -268,7 +333,6 @@ os.remove('/scratch/huge')
     repl.assert_works()
 
 
-@needs_bwrap
 def test_the_runs_files_and_the_home_are_invisible(repl: Repl) -> None:
     run_dir = repl.run_dir
     code = f"""
@@ -280,7 +344,7 @@ for path in [{str(run_dir)!r}, {str(run_dir / "events.jsonl")!r}, {str(Path.home
 found = []
 for top in ['/']:
     for root, dirs, files in os.walk(top):
-        if root in ('/proc', '/usr', '/dev'):
+        if root in ('/proc', '/usr', '/dev', '/sys'):
             dirs[:] = []
             continue
         found += [os.path.join(root, f) for f in files if f in names]
@@ -302,16 +366,15 @@ print('processes', hits)
         "/proc/1/root/events.jsonl False",
     ]
     assert lines[5] == "found []"
-    assert lines[6] == "processes 2"  # bwrap's init and the REPL: nothing of the host
+    assert lines[6] == "processes 2"  # the init (bwrap's, tini) and the REPL: nothing of the host
     repl.assert_works()
 
 
 # -- processes, memory, CPU ------------------------------------------------------------------------
 
 
-@needs_bwrap
 def test_fork_bomb_is_capped(repl: Repl) -> None:
-    cgroups = repl.session.cgroups
+    cgroups = getattr(repl.session, "cgroups", None)
     wide = """
 import os, time
 children = []
@@ -332,6 +395,8 @@ for pid in children:
     assert result.error is None, result
     refused_after = int(result.stdout.split()[2])
     assert refused_after <= LIMITS.pids, result.stdout
+    if repl.kind == "docker":  # the pids cgroup (REPL + children + tini = pids + 1)
+        assert refused_after == LIMITS.pids - 1, result.stdout
     repl.assert_works()
     # The classic one: every process forks forever. The cap holds, the cell fails or times
     # out, the host is unaffected, and a kill + restart gives a working REPL.
@@ -347,7 +412,6 @@ for pid in children:
     repl.assert_works()
 
 
-@needs_bwrap
 def test_memory_hog_gets_memory_error_and_the_repl_survives(repl: Repl) -> None:
     repl.run("kept = 'state'")
     big = repl.run("x = bytearray(1 << 30)")
@@ -358,7 +422,6 @@ def test_memory_hog_gets_memory_error_and_the_repl_survives(repl: Repl) -> None:
     repl.assert_works()
 
 
-@needs_bwrap
 def test_busy_loop_is_interrupted_and_the_repl_survives(repl: Repl) -> None:
     repl.run("kept = 41")
     result = repl.run("while True:\n    pass", timeout=0.5)
@@ -375,7 +438,6 @@ def test_busy_loop_is_interrupted_and_the_repl_survives(repl: Repl) -> None:
     repl.assert_works()
 
 
-@needs_bwrap
 def test_processes_that_leave_the_session_die_with_the_sandbox(repl: Repl) -> None:
     result = repl.run(
         "import subprocess\n"
@@ -385,11 +447,17 @@ def test_processes_that_leave_the_session_die_with_the_sandbox(repl: Repl) -> No
     )
     assert result.error is None, result
     session = repl.session
-    if session.cgroups is None or "pids" not in session.cgroups.dirs:
-        pytest.skip("needs the pids cgroup to find the sandbox's processes from the host")
-    procs = [
-        int(pid) for pid in (session.cgroups.dirs["pids"] / "cgroup.procs").read_text().split()
-    ]
+    if isinstance(session, DockerReplSession):
+        # The engine lists the container's processes with their host pids.
+        top = session.client.api.top(session.container_id)
+        column = top["Titles"].index("PID")
+        procs = [int(row[column]) for row in top["Processes"]]
+    else:
+        assert isinstance(session, LocalReplSession)
+        if session.cgroups is None or "pids" not in session.cgroups.dirs:
+            pytest.skip("needs the pids cgroup to find the sandbox's processes from the host")
+        pids_dir = session.cgroups.dirs["pids"]
+        procs = [int(pid) for pid in (pids_dir / "cgroup.procs").read_text().split()]
     sleepers = [
         pid for pid in procs if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"sleep")
     ]
@@ -399,20 +467,21 @@ def test_processes_that_leave_the_session_die_with_the_sandbox(repl: Repl) -> No
     while any(Path(f"/proc/{pid}").exists() for pid in sleepers):
         assert time.monotonic() < deadline, "a sandboxed process outlived the sandbox"
         time.sleep(0.02)
-    assert not session.proc.group_alive()
+    if isinstance(session, LocalReplSession):
+        assert not session.proc.group_alive()
+    else:
+        assert session.inspect() is None  # the container itself is gone
 
 
 # -- output and the channel ------------------------------------------------------------------------
 
 
-@needs_bwrap
 def test_ten_megabyte_print_is_truncated(repl: Repl) -> None:
     result = repl.run("print('y' * 10_000_000)")
     assert result.truncated and result.stdout == "y" * 2000
     repl.assert_works()
 
 
-@needs_bwrap
 def test_reassigning_the_api_and_forging_lines(repl: Repl) -> None:
     forged = json.dumps({"op": "result", "id": 2, "final": {"value": "pwned", "via": "FINAL"}})
     result = repl.run(
@@ -433,10 +502,14 @@ def test_reassigning_the_api_and_forging_lines(repl: Repl) -> None:
 # -- policy and CLI --------------------------------------------------------------------------------
 
 
-def test_choose_sandbox_policy() -> None:
+def test_choose_sandbox_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    # No engine: the refusal says exactly what to run, and how to use `local` instead.
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     with pytest.raises(SandboxUnavailable) as docker:
         choose_sandbox("docker", "prod", ["docker"])
-    assert "Docker sandbox" in str(docker.value) and "allowed_environments" in str(docker.value)
+    text = str(docker.value)
+    assert "no Docker engine answers at unix:///nonexistent/docker.sock (DOCKER_HOST)" in text
+    assert "apt-get install docker.io" in text and "allowed_environments" in text
     with pytest.raises(SandboxUnavailable) as local:
         choose_sandbox("local", "prod", ["docker"])
     text = str(local.value)
@@ -470,8 +543,10 @@ def test_app_sandbox_check(tmp_path: Path) -> None:
     )
     lines = result.stdout.splitlines()
     assert lines[0].split()[:2] == ["local", "yes" if CHECK.available else "no"]
-    assert lines[1].split()[:2] == ["docker", "no"]
-    assert result.returncode == (0 if CHECK.available else 1)
+    docker = sandbox_check("docker")
+    assert lines[1].split()[:2] == ["docker", "yes" if docker.available else "no"]
+    assert ("gVisor (runsc): " in lines[1]) == docker.available
+    assert result.returncode == (0 if CHECK.available or docker.available else 1)
 
 
 @needs_bwrap
