@@ -16,7 +16,11 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
+import msgspec
+
+from jobs.rlm.protocol import ReplProtocolError
 from jobs.rlm.sandbox.base import SandboxLimits
 
 __all__ = [
@@ -29,6 +33,7 @@ __all__ = [
     "SANDBOX_REPL_PATH",
     "SANDBOX_UID",
     "find_python",
+    "pop_message",
     "precompiled_server",
     "repl_command",
     "repl_rlimits",
@@ -115,3 +120,21 @@ def repl_command(python: str, limits: SandboxLimits, *, nproc: bool) -> list[str
     ``PYTHON*`` variables, no user site, no site-packages)."""
     rlimits = json.dumps(repl_rlimits(limits, nproc=nproc), separators=(",", ":"))
     return [python, "-I", "-S", "-c", BOOT, "--limits", rlimits]
+
+
+def pop_message(buffer: bytearray, decoder: msgspec.json.Decoder[Any]) -> Any:
+    """Take one complete JSON line off ``buffer`` and decode it; None when no line is
+    complete yet. A malformed or oversized line is a :class:`ReplProtocolError`."""
+    end = buffer.find(b"\n")
+    if end < 0:
+        if len(buffer) > MAX_LINE_BYTES:
+            raise ReplProtocolError(f"a REPL line exceeds {MAX_LINE_BYTES} bytes")
+        return None
+    line = bytes(buffer[:end])
+    del buffer[: end + 1]
+    try:
+        return decoder.decode(line)
+    except msgspec.ValidationError as exc:
+        raise ReplProtocolError(f"bad message from the REPL: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise ReplProtocolError(f"malformed line from the REPL: {exc}") from None

@@ -60,13 +60,13 @@ from jobs.rlm.sandbox.base import (
     SandboxUnavailable,
 )
 from jobs.rlm.sandbox.common import (
-    MAX_LINE_BYTES,
     PYC_NAME,
     REPL_SERVER,
     SANDBOX_ENV,
     SANDBOX_REPL_DIR,
     SANDBOX_REPL_PATH,
     SANDBOX_UID,
+    pop_message,
     precompiled_server,
     repl_command,
 )
@@ -323,18 +323,9 @@ class DockerReplSession(ReplSession):
         poller = select.poll()
         poller.register(self._fd, select.POLLIN)
         while True:
-            end = self._stdout.find(b"\n")
-            if end >= 0:
-                line = bytes(self._stdout[:end])
-                del self._stdout[: end + 1]
-                try:
-                    return self._decoder.decode(line)
-                except msgspec.ValidationError as exc:
-                    raise ReplProtocolError(f"bad message from the REPL: {exc}") from None
-                except msgspec.DecodeError as exc:
-                    raise ReplProtocolError(f"malformed line from the REPL: {exc}") from None
-            if len(self._stdout) > MAX_LINE_BYTES:
-                raise ReplProtocolError(f"a REPL line exceeds {MAX_LINE_BYTES} bytes")
+            message = pop_message(self._stdout, self._decoder)
+            if message is not None:
+                return message  # type: ignore[no-any-return]
             if self._killed:
                 raise EOFError("the REPL was killed")
             if self._eof:

@@ -59,13 +59,13 @@ from jobs.rlm.sandbox.base import (
 )
 from jobs.rlm.sandbox.common import (
     BOOT,
-    MAX_LINE_BYTES,
     PYC_NAME,
     REPL_SERVER,
     SANDBOX_REPL_DIR,
     SANDBOX_REPL_PATH,
     SANDBOX_UID,
     find_python,
+    pop_message,
     precompiled_server,
 )
 from jobs.supervise import SupervisedProcess, processes_in_session
@@ -487,18 +487,9 @@ class LocalReplSession(ReplSession):
         poller = select.poll()
         poller.register(self._out, select.POLLIN)
         while True:
-            end = self._buffer.find(b"\n")
-            if end >= 0:
-                line = bytes(self._buffer[:end])
-                del self._buffer[: end + 1]
-                try:
-                    return self._decoder.decode(line)
-                except msgspec.ValidationError as exc:
-                    raise ReplProtocolError(f"bad message from the REPL: {exc}") from None
-                except msgspec.DecodeError as exc:
-                    raise ReplProtocolError(f"malformed line from the REPL: {exc}") from None
-            if len(self._buffer) > MAX_LINE_BYTES:
-                raise ReplProtocolError(f"a REPL line exceeds {MAX_LINE_BYTES} bytes")
+            message = pop_message(self._buffer, self._decoder)
+            if message is not None:
+                return message  # type: ignore[no-any-return]
             if self._killed:
                 raise EOFError("the REPL was killed")
             left_ms = None
