@@ -221,10 +221,15 @@ def test_kill_9_of_the_runner_with_runs_in_flight(tmp_path: Path) -> None:
     first = start_runner(home, CODEX_DELEGATION_CONFIG_OVERRIDES=FAST + "; runner.lease_ttl_s=3")
     with first.client() as api:
         run_ids = [spawn(api, f"task {i}", steps=8, step_ms=150, child=True) for i in range(12)]
-        time.sleep(0.8)  # four running, the rest queued
+        # Wait (bounded) until the workers are in the middle of steps: four running, the
+        # rest queued, and child processes alive — a loaded machine may take a while.
+        deadline = time.monotonic() + 20
+        pgids: list[int] = []
+        while time.monotonic() < deadline and len(pgids) < 2:
+            time.sleep(0.05)
+            pgids = [pgid for r in run_ids if (pgid := _engine_pgid(home, r))]
         states = {api.get(f"/api/runs/{r}").json()["state"] for r in run_ids}
         assert "running" in states
-    pgids = [pgid for r in run_ids if (pgid := _engine_pgid(home, r))]
     assert pgids, "running runs have child processes"
     os.kill(first.proc.pid, signal.SIGKILL)
     first.proc.wait()

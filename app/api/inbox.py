@@ -6,7 +6,8 @@ from typing import Annotated, Literal
 
 import msgspec
 from litestar import Controller, get, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from app.api.routing import EVERYONE, PEOPLE, access, require_run_scope
 from app.api.security import Principal
@@ -16,8 +17,8 @@ from app.control.questions import QuestionView
 from app.runtime import Runtime
 from app.wire.api import AnswerBody, DismissBody, EmptyBody, QuestionCreate
 
-Limit = Annotated[int, Parameter(ge=1, le=500)]
-RunIdFilter = Annotated[str | None, Parameter(max_length=200)]
+Limit = Annotated[int, QueryParameter(ge=1, le=500)]
+RunIdFilter = Annotated[str | None, QueryParameter(max_length=200)]
 
 
 class QuestionList(msgspec.Struct, frozen=True, kw_only=True):
@@ -40,7 +41,11 @@ class QuestionsController(Controller):
         **access(EVERYONE, errors=(404, 409), has_body=True),
     )
     def enqueue(
-        self, runtime: Runtime, principal: Principal, run_id: str, data: QuestionCreate
+        self,
+        runtime: NamedDependency[Runtime],
+        principal: NamedDependency[Principal],
+        run_id: FromPath[str],
+        data: JSONBody[QuestionCreate],
     ) -> QuestionView:
         """Ask a question on behalf of ``run_id`` (a delegate may only ask for its own run)."""
         require_run_scope(principal, run_id)
@@ -56,8 +61,8 @@ class QuestionsController(Controller):
     @get("/api/questions", sync_to_thread=True, **access(PEOPLE))
     def list_questions(
         self,
-        runtime: Runtime,
-        status: Literal["pending", "answered", "expired", "dismissed"] | None = None,
+        runtime: NamedDependency[Runtime],
+        status: FromQuery[Literal["pending", "answered", "expired", "dismissed"] | None] = None,
         run_id: RunIdFilter = None,
         limit: Limit = 100,
     ) -> QuestionList:
@@ -69,10 +74,10 @@ class QuestionsController(Controller):
     @get("/api/questions/{question_id:str}", **access(EVERYONE, errors=(404,)))
     async def show(
         self,
-        runtime: Runtime,
-        principal: Principal,
-        question_id: str,
-        wait_ms: Annotated[int, Parameter(ge=0, le=3_600_000)] = 0,
+        runtime: NamedDependency[Runtime],
+        principal: NamedDependency[Principal],
+        question_id: FromPath[str],
+        wait_ms: Annotated[int, QueryParameter(ge=0, le=3_600_000)] = 0,
     ) -> QuestionView:
         """One question; with ``wait_ms`` it long-polls until it is no longer pending
         (capped by ``questions.max_wait_ms``)."""
@@ -93,7 +98,11 @@ class QuestionsController(Controller):
         **access(EVERYONE, errors=(404, 409), has_body=True),
     )
     def answer(
-        self, runtime: Runtime, principal: Principal, question_id: str, data: AnswerBody
+        self,
+        runtime: NamedDependency[Runtime],
+        principal: NamedDependency[Principal],
+        question_id: FromPath[str],
+        data: JSONBody[AnswerBody],
     ) -> QuestionView:
         """Answer a pending question (a delegate may answer its children's questions)."""
         self._check_answerer(runtime, principal, question_id)
@@ -106,7 +115,11 @@ class QuestionsController(Controller):
         **access(EVERYONE, errors=(404, 409), has_body=True),
     )
     def dismiss(
-        self, runtime: Runtime, principal: Principal, question_id: str, data: DismissBody
+        self,
+        runtime: NamedDependency[Runtime],
+        principal: NamedDependency[Principal],
+        question_id: FromPath[str],
+        data: JSONBody[DismissBody],
     ) -> QuestionView:
         """Dismiss a pending question without an answer."""
         self._check_answerer(runtime, principal, question_id)
@@ -130,8 +143,8 @@ class ConfirmationsController(Controller):
     @get("/", sync_to_thread=True, **access(PEOPLE))
     def list_confirmations(
         self,
-        runtime: Runtime,
-        status: Literal["pending", "approved", "denied", "expired"] | None = None,
+        runtime: NamedDependency[Runtime],
+        status: FromQuery[Literal["pending", "approved", "denied", "expired"] | None] = None,
         run_id: RunIdFilter = None,
         limit: Limit = 100,
     ) -> ConfirmationList:
@@ -147,7 +160,11 @@ class ConfirmationsController(Controller):
         **access(PEOPLE, person_only=True, errors=(404, 409), has_body=True),
     )
     def approve(
-        self, runtime: Runtime, principal: Principal, confirmation_id: str, data: EmptyBody
+        self,
+        runtime: NamedDependency[Runtime],
+        principal: NamedDependency[Principal],
+        confirmation_id: FromPath[str],
+        data: JSONBody[EmptyBody],
     ) -> ConfirmationView:
         """Approve: the runner performs the stored action itself."""
         return runtime.confirmations.approve(confirmation_id, by=principal.actor)
@@ -159,7 +176,11 @@ class ConfirmationsController(Controller):
         **access(PEOPLE, person_only=True, errors=(404, 409), has_body=True),
     )
     def deny(
-        self, runtime: Runtime, principal: Principal, confirmation_id: str, data: EmptyBody
+        self,
+        runtime: NamedDependency[Runtime],
+        principal: NamedDependency[Principal],
+        confirmation_id: FromPath[str],
+        data: JSONBody[EmptyBody],
     ) -> ConfirmationView:
         """Deny: the action is dropped."""
         return runtime.confirmations.deny(confirmation_id, by=principal.actor)

@@ -7,8 +7,9 @@ from typing import Annotated, Literal
 
 import msgspec
 from litestar import Controller, Response, get, post
+from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import Parameter
+from litestar.params import FromPath, JSONBody, QueryParameter
 
 from app.api.routing import EVERYONE, PEOPLE, access, require_run_scope
 from app.api.security import Principal
@@ -85,13 +86,14 @@ class RunsController(Controller):
     @get("/", sync_to_thread=True, **access(PEOPLE))
     def list_runs(
         self,
-        runtime: Runtime,
+        runtime: NamedDependency[Runtime],
         states: Annotated[
-            list[RunStateName] | None, Parameter(query="state", description="filter by state")
+            list[RunStateName] | None,
+            QueryParameter(name="state", description="filter by state"),
         ] = None,
-        parent_run_id: Annotated[str | None, Parameter(max_length=200)] = None,
-        limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
-        cursor: Annotated[str | None, Parameter(max_length=1000)] = None,
+        parent_run_id: Annotated[str | None, QueryParameter(max_length=200)] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+        cursor: Annotated[str | None, QueryParameter(max_length=1000)] = None,
     ) -> RunList:
         """List runs, newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
         before = _decode_cursor(cursor) if cursor else None
@@ -111,7 +113,12 @@ class RunsController(Controller):
         status_code=201,
         **access(PEOPLE, errors=(404, 503), has_body=True),
     )
-    def spawn(self, runtime: Runtime, principal: Principal, data: SpawnRequest) -> SpawnResponse:
+    def spawn(
+        self,
+        runtime: NamedDependency[Runtime],
+        principal: NamedDependency[Principal],
+        data: JSONBody[SpawnRequest],
+    ) -> SpawnResponse:
         """Spawn a delegate run; it is queued at once and this returns without waiting."""
         run = spawn_run(
             runtime.store.log,
@@ -132,7 +139,12 @@ class RunsController(Controller):
         )
 
     @get("/{run_id:str}", sync_to_thread=True, **access(EVERYONE, errors=(404,)))
-    def show(self, runtime: Runtime, principal: Principal, run_id: str) -> RunSummary:
+    def show(
+        self,
+        runtime: NamedDependency[Runtime],
+        principal: NamedDependency[Principal],
+        run_id: FromPath[str],
+    ) -> RunSummary:
         """One run."""
         require_run_scope(principal, run_id)
         return get_run(runtime.store.log, run_id)
@@ -140,11 +152,11 @@ class RunsController(Controller):
     @get("/{run_id:str}/events", sync_to_thread=True, **access(EVERYONE, errors=(404,)))
     def events(
         self,
-        runtime: Runtime,
-        principal: Principal,
-        run_id: str,
-        after: Annotated[int, Parameter(ge=0, le=2**53)] = 0,
-        limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
+        runtime: NamedDependency[Runtime],
+        principal: NamedDependency[Principal],
+        run_id: FromPath[str],
+        after: Annotated[int, QueryParameter(ge=0, le=2**53)] = 0,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
     ) -> EventPage:
         """A page of the run's events with ``seq > after``, in seq order."""
         require_run_scope(principal, run_id)
@@ -157,7 +169,10 @@ class RunsController(Controller):
 
     @get("/{run_id:str}/control", sync_to_thread=True, **access(EVERYONE, errors=(404,)))
     def control_status(
-        self, runtime: Runtime, principal: Principal, run_id: str
+        self,
+        runtime: NamedDependency[Runtime],
+        principal: NamedDependency[Principal],
+        run_id: FromPath[str],
     ) -> ControlStateView:
         """The run's control state (the shape of its ``control.json``)."""
         require_run_scope(principal, run_id)
@@ -181,7 +196,11 @@ class RunsController(Controller):
         ),
     )
     def control(
-        self, runtime: Runtime, principal: Principal, run_id: str, data: ControlRequest
+        self,
+        runtime: NamedDependency[Runtime],
+        principal: NamedDependency[Principal],
+        run_id: FromPath[str],
+        data: JSONBody[ControlRequest],
     ) -> Response[ControlResult | ConfirmationRequiredBody]:
         """Pause, resume or cancel; idempotent per ``request_id``.
 

@@ -18,7 +18,8 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from litestar import Controller, Request, get
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, QueryParameter
 from litestar.response import ServerSentEvent, Stream
 
 from app.api.routing import EVERYONE, PEOPLE, access, require_run_scope
@@ -133,7 +134,7 @@ def _response(subscription: Subscription, runtime: Runtime, *, global_ids: bool)
 
 AfterParam = Annotated[
     int | None,
-    Parameter(ge=0, le=MAX_CURSOR, description="start after this id (Last-Event-ID wins)"),
+    QueryParameter(ge=0, le=MAX_CURSOR, description="start after this id (Last-Event-ID wins)"),
 ]
 
 
@@ -149,9 +150,9 @@ class StreamController(Controller):
     async def run_stream(
         self,
         request: Request[Any, Any, Any],
-        runtime: Runtime,
-        principal: Principal,
-        run_id: str,
+        runtime: NamedDependency[Runtime],
+        principal: NamedDependency[Principal],
+        run_id: FromPath[str],
         after: AfterParam = None,
     ) -> ServerSentEvent:
         """Follow one run's events; ``id:`` is the event's seq."""
@@ -165,7 +166,7 @@ class StreamController(Controller):
     async def all_stream(
         self,
         request: Request[Any, Any, Any],
-        runtime: Runtime,
+        runtime: NamedDependency[Runtime],
         after: AfterParam = None,
     ) -> ServerSentEvent:
         """Follow every run's events in commit order; ``id:`` is the global cursor.

@@ -8,9 +8,10 @@ from typing import Annotated, Any
 
 from litestar import Controller, MediaType, Request, Response, get, post
 from litestar.datastructures import Cookie
+from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Operation
-from litestar.params import Parameter
+from litestar.params import JSONBody, QueryParameter
 from litestar.response import Redirect
 
 from app.api.errors import error_response
@@ -68,7 +69,7 @@ class SystemController(Controller):
         return Health(status="ok", version=VERSION)
 
     @get("/api/session", **access(EVERYONE))
-    async def session(self, principal: Principal) -> SessionInfo:
+    async def session(self, principal: NamedDependency[Principal]) -> SessionInfo:
         """Who the caller is; a browser session also learns its CSRF token here."""
         csrf = principal.session.csrf_token if principal.session is not None else None
         return SessionInfo(principal=principal.kind, csrf_token=csrf)
@@ -77,7 +78,7 @@ class SystemController(Controller):
     def settings(
         self,
         repo: Annotated[
-            str | None, Parameter(max_length=4096, description="absolute repo path")
+            str | None, QueryParameter(max_length=4096, description="absolute repo path")
         ] = None,
     ) -> SettingsView:
         """The effective global + repo configuration with the layer of every key (read-only)."""
@@ -93,7 +94,9 @@ class SystemController(Controller):
         status_code=201,
         **access(("control",), person_only=True, has_body=True),
     )
-    async def login_code(self, runtime: Runtime, data: EmptyBody) -> LoginCodeView:
+    async def login_code(
+        self, runtime: NamedDependency[Runtime], data: JSONBody[EmptyBody]
+    ) -> LoginCodeView:
         """A fresh one-time UI login URL (for the desktop window or `app` to open)."""
         code, expires_at = runtime.sessions.new_login_code()
         return LoginCodeView(url=f"{runtime.base_url}/ui/login?code={code}", expires_at=expires_at)
@@ -122,7 +125,9 @@ class SystemController(Controller):
         },
     )
     async def login(
-        self, runtime: Runtime, code: Annotated[str, Parameter(max_length=200)]
+        self,
+        runtime: NamedDependency[Runtime],
+        code: Annotated[str, QueryParameter(max_length=200)],
     ) -> Response[Any]:
         """Trade a one-time login code for a session cookie and go to the UI."""
         redeemed = runtime.sessions.redeem(code)

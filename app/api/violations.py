@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 
 import msgspec
 from litestar import Controller, post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
 
 from app.api.routing import access
 from app.api.security import Principal
@@ -58,7 +60,10 @@ class ViolationsController(Controller):
         **access(("control", "delegate"), has_body=True),
     )
     def report(
-        self, runtime: Runtime, principal: Principal, data: ViolationReport
+        self,
+        runtime: NamedDependency[Runtime],
+        principal: NamedDependency[Principal],
+        data: JSONBody[ViolationReport],
     ) -> ViolationRecorded:
         """Record a refused tool call: on a delegate's own run, or on ``run_id`` for the
         control token (logged only when there is no such run)."""
