@@ -8,6 +8,7 @@ same: ``python3 -I -S -c BOOT --limits JSON`` with the server read-only at
 
 from __future__ import annotations
 
+import abc
 import atexit
 import json
 import os
@@ -15,13 +16,15 @@ import py_compile
 import shutil
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from jobs.rlm.protocol import ReplProtocolError
-from jobs.rlm.sandbox.base import SandboxLimits
+from jobs.rlm.protocol import HostMessage, ReplMessage, ReplProtocolError
+from jobs.rlm.sandbox.base import ReplSession, SandboxLimits
 
 __all__ = [
     "BOOT",
@@ -32,6 +35,7 @@ __all__ = [
     "SANDBOX_REPL_DIR",
     "SANDBOX_REPL_PATH",
     "SANDBOX_UID",
+    "ChannelSession",
     "find_python",
     "pop_message",
     "precompiled_server",
@@ -138,3 +142,59 @@ def pop_message(buffer: bytearray, decoder: msgspec.json.Decoder[Any]) -> Any:
         raise ReplProtocolError(f"bad message from the REPL: {exc}") from None
     except msgspec.DecodeError as exc:
         raise ReplProtocolError(f"malformed line from the REPL: {exc}") from None
+
+
+class ChannelSession(ReplSession):
+    """What every sandbox's session shares: JSON lines over a byte channel, and the
+    busy/killed bookkeeping that lets :meth:`kill` (from another thread) close the channel
+    only once no read or write is in flight. Subclasses set ``_lock``, ``_busy = 0`` and
+    ``_killed = False`` and provide the byte I/O: :meth:`_write`, :meth:`_receive`,
+    :meth:`_close`."""
+
+    _decoder: msgspec.json.Decoder[ReplMessage] = msgspec.json.Decoder(ReplMessage)
+    _encoder = msgspec.json.Encoder()
+    _lock: threading.Lock
+    _busy: int
+    _killed: bool
+
+    def send(self, message: HostMessage) -> None:
+        data = self._encoder.encode(message) + b"\n"
+        self._enter()
+        try:
+            self._write(data)
+        except OSError as exc:
+            raise EOFError(f"the REPL is gone ({exc})") from None
+        finally:
+            self._leave()
+
+    def receive(self, timeout: float | None) -> ReplMessage | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._enter()
+        try:
+            return self._receive(deadline)
+        finally:
+            self._leave()
+
+    @abc.abstractmethod
+    def _write(self, data: bytes) -> None:
+        """Write all of ``data`` to the REPL's stdin (OSError when it is gone)."""
+
+    @abc.abstractmethod
+    def _receive(self, deadline: float | None) -> ReplMessage | None:
+        """The next message, or None at ``deadline``; EOFError when the REPL ended."""
+
+    @abc.abstractmethod
+    def _close(self) -> None:
+        """Close the channel (called with the lock held and no I/O in flight)."""
+
+    def _enter(self) -> None:
+        with self._lock:
+            if self._killed:
+                raise EOFError("the REPL was killed")
+            self._busy += 1
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._busy -= 1
+            if self._killed and not self._busy:
+                self._close()

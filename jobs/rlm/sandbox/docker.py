@@ -49,11 +49,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
-from jobs.rlm.protocol import HostMessage, Ready, ReplMessage, ReplProtocolError, Shutdown
+from jobs.rlm.protocol import Ready, ReplMessage, ReplProtocolError, Shutdown
 from jobs.rlm.sandbox.base import (
-    ReplSession,
     Sandbox,
     SandboxCheck,
     SandboxLimits,
@@ -66,6 +63,7 @@ from jobs.rlm.sandbox.common import (
     SANDBOX_REPL_DIR,
     SANDBOX_REPL_PATH,
     SANDBOX_UID,
+    ChannelSession,
     pop_message,
     precompiled_server,
     repl_command,
@@ -272,11 +270,8 @@ def _creator_is_dead(labels: dict[str, str]) -> bool:
 # -- the session --------------------------------------------------------------------------------
 
 
-class DockerReplSession(ReplSession):
+class DockerReplSession(ChannelSession):
     """A REPL server as a container's main process; JSON lines over the attach stream."""
-
-    _decoder: msgspec.json.Decoder[ReplMessage] = msgspec.json.Decoder(ReplMessage)
-    _encoder = msgspec.json.Encoder()
 
     def __init__(self, client: Any, container_id: str, name: str, raw: Any) -> None:
         self.client = client
@@ -301,23 +296,8 @@ class DockerReplSession(ReplSession):
 
     # -- ReplSession --
 
-    def send(self, message: HostMessage) -> None:
-        data = self._encoder.encode(message) + b"\n"
-        self._enter()
-        try:
-            self._sock.sendall(data)
-        except OSError as exc:
-            raise EOFError(f"the REPL is gone ({exc})") from None
-        finally:
-            self._leave()
-
-    def receive(self, timeout: float | None) -> ReplMessage | None:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        self._enter()
-        try:
-            return self._receive(deadline)
-        finally:
-            self._leave()
+    def _write(self, data: bytes) -> None:
+        self._sock.sendall(data)
 
     def _receive(self, deadline: float | None) -> ReplMessage | None:
         poller = select.poll()
@@ -471,18 +451,6 @@ class DockerReplSession(ReplSession):
             log.warning("could not remove sandbox container %s: %s", self.name, _short(exc))
             return
         self._removed = True
-
-    def _enter(self) -> None:
-        with self._lock:
-            if self._killed:
-                raise EOFError("the REPL was killed")
-            self._busy += 1
-
-    def _leave(self) -> None:
-        with self._lock:
-            self._busy -= 1
-            if self._killed and not self._busy:
-                self._close()
 
     def _close(self) -> None:
         """Close the attach connection (with the lock held, no I/O in flight)."""

@@ -47,11 +47,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-import msgspec
-
-from jobs.rlm.protocol import HostMessage, Ready, ReplMessage, ReplProtocolError
+from jobs.rlm.protocol import Ready, ReplMessage, ReplProtocolError
 from jobs.rlm.sandbox.base import (
-    ReplSession,
     Sandbox,
     SandboxCheck,
     SandboxLimits,
@@ -64,6 +61,7 @@ from jobs.rlm.sandbox.common import (
     SANDBOX_REPL_DIR,
     SANDBOX_REPL_PATH,
     SANDBOX_UID,
+    ChannelSession,
     find_python,
     pop_message,
     precompiled_server,
@@ -425,11 +423,8 @@ def _ns_pid(pid: int) -> int | None:
     return None
 
 
-class LocalReplSession(ReplSession):
+class LocalReplSession(ChannelSession):
     """A REPL server running under bwrap; messages are JSON lines on its stdin/stdout."""
-
-    _decoder: msgspec.json.Decoder[ReplMessage] = msgspec.json.Decoder(ReplMessage)
-    _encoder = msgspec.json.Encoder()
 
     def __init__(
         self,
@@ -463,25 +458,10 @@ class LocalReplSession(ReplSession):
 
     # -- ReplSession --
 
-    def send(self, message: HostMessage) -> None:
-        data = self._encoder.encode(message) + b"\n"
-        self._enter()
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._in, view) :]
-        except OSError as exc:
-            raise EOFError(f"the REPL is gone ({exc})") from None
-        finally:
-            self._leave()
-
-    def receive(self, timeout: float | None) -> ReplMessage | None:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        self._enter()
-        try:
-            return self._receive(deadline)
-        finally:
-            self._leave()
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._in, view) :]
 
     def _receive(self, deadline: float | None) -> ReplMessage | None:
         poller = select.poll()
@@ -527,18 +507,6 @@ class LocalReplSession(ReplSession):
             if self.cgroups is not None:
                 self._kill_cgroup_members()
                 self.cgroups.remove()
-
-    def _enter(self) -> None:
-        with self._lock:
-            if self._killed:
-                raise EOFError("the REPL was killed")
-            self._busy += 1
-
-    def _leave(self) -> None:
-        with self._lock:
-            self._busy -= 1
-            if self._killed and not self._busy:
-                self._close()
 
     def _close(self) -> None:
         """Close our ends of the pipes (with the lock held, no I/O in flight)."""
