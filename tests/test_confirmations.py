@@ -33,8 +33,8 @@ from app.control.confirmations import (
     required_view,
 )
 from app.control.errors import Conflict, Forbidden, LimitReached
-from app.control.questions import RunNotFound
 from app.wire.events import Actor, EventEnvelope
+from db.eventlog import UnknownRun
 from db.runs import create_run, get_run
 from db.store import Store
 
@@ -200,7 +200,7 @@ def test_require_on_ended_or_unknown_runs(store: Store) -> None:
     )
     with pytest.raises(ConfirmationConflict, match="has ended \\(cancelled\\)"):
         confirmations.require(run, action="cancel", params={}, requested_by=Actor.MCP)
-    with pytest.raises(RunNotFound):
+    with pytest.raises(UnknownRun):
         confirmations.require("run_nope", action="cancel", params={}, requested_by=Actor.MCP)
     with pytest.raises(ConfirmationNotFound):
         confirmations.get("cf_nope")

@@ -18,9 +18,9 @@ from app.control.questions import (
     QuestionNotFound,
     QuestionService,
     QuestionView,
-    RunNotFound,
 )
 from app.wire.events import Actor, EventEnvelope, RunStarted
+from db.eventlog import UnknownRun
 from db.runs import create_run, get_run, transition
 from db.store import Store
 
@@ -131,7 +131,7 @@ def test_list_filters(store: Store, family: tuple[str, str]) -> None:
 
 def test_unknown_ids(store: Store) -> None:
     questions = service(store)
-    with pytest.raises(RunNotFound, match="run_nope"):
+    with pytest.raises(UnknownRun, match="run_nope"):
         questions.enqueue("run_nope", prompt="?", actor=Actor.DELEGATE)
     for call in (
         lambda: questions.get("q_nope"),

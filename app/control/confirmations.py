@@ -44,7 +44,6 @@ import msgspec
 from app.clock import format_ts, now_ts, utc_now
 from app.control.actions import ControlAction, request_control
 from app.control.errors import Conflict, ControlError, Forbidden, LimitReached, NotFound
-from app.control.questions import RunNotFound
 from app.ids import new_id
 from app.redact import redact
 from app.wire.events import (
@@ -54,7 +53,7 @@ from app.wire.events import (
     SecurityViolation,
 )
 from db.connection import raw_connection
-from db.eventlog import EventLog, Tx
+from db.eventlog import EventLog, Tx, UnknownRun
 from db.lifecycle import TERMINAL_STATES, RunState
 
 logger = logging.getLogger(__name__)
@@ -356,7 +355,7 @@ class ConfirmationService:
         """Ask for a person's confirmation of ``action`` on ``run_id``.
 
         A pending, unexpired confirmation of the same action and params is returned as is
-        (no new event). Raises InvalidConfirmation, RunNotFound, ConfirmationConflict (the run
+        (no new event). Raises InvalidConfirmation, UnknownRun, ConfirmationConflict (the run
         has ended) or TooManyPending.
         """
         spec = self.actions.get(action)
@@ -384,7 +383,7 @@ class ConfirmationService:
         with self.log.transaction() as tx:
             state_row = tx.execute("SELECT state FROM run WHERE id = ?", (run_id,)).fetchone()
             if state_row is None:
-                raise RunNotFound(run_id)
+                raise UnknownRun(run_id)
             state = RunState(state_row[0])
             if state in TERMINAL_STATES:
                 raise ConfirmationConflict(

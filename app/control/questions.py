@@ -57,7 +57,7 @@ from app.wire.events import (
     RunFailed,
 )
 from db.connection import raw_connection
-from db.eventlog import EventLog, Tx
+from db.eventlog import EventLog, Tx, UnknownRun
 from db.lifecycle import TERMINAL_STATES, RunState
 from db.runs import transition
 
@@ -111,16 +111,6 @@ class InvalidQuestion(ValueError):
     """A request to the question queue is malformed; the message says how to fix it."""
 
     code = "invalid_question"
-
-
-class RunNotFound(NotFound):
-    """The run named by a request does not exist."""
-
-    def __init__(self, run_id: str) -> None:
-        self.run_id = run_id
-        super().__init__(
-            f"no run with id {run_id!r} (list runs with GET /api/runs)", code="run_not_found"
-        )
 
 
 class QuestionNotFound(NotFound):
@@ -271,7 +261,7 @@ class QuestionService:
     ) -> QuestionView:
         """Queue a question from ``run_id``; with ``auto_pause`` the run is paused right away.
 
-        Raises InvalidQuestion (bad prompt, ttl or fallback), RunNotFound, QuestionConflict
+        Raises InvalidQuestion (bad prompt, ttl or fallback), UnknownRun, QuestionConflict
         when the run has ended, or ``actions.ControlConflict`` (a Conflict) when an auto-pause
         cannot apply now (an interrupted run); nothing is written in any of these cases.
         """
@@ -302,7 +292,7 @@ class QuestionService:
                 "SELECT state, parent_run_id FROM run WHERE id = ?", (run_id,)
             ).fetchone()
             if row is None:
-                raise RunNotFound(run_id)
+                raise UnknownRun(run_id)
             state, parent_run_id = RunState(row[0]), row[1]
             if state in TERMINAL_STATES:
                 raise QuestionConflict(
