@@ -23,8 +23,8 @@ from typing import Any
 
 import msgspec
 
-from jobs.rlm.protocol import HostMessage, ReplMessage, ReplProtocolError
-from jobs.rlm.sandbox.base import ReplSession, SandboxLimits
+from jobs.rlm.protocol import CellResult, ExecRequest, HostMessage, ReplMessage, ReplProtocolError
+from jobs.rlm.sandbox.base import ReplSession, Sandbox, SandboxLimits, SandboxUnavailable
 
 __all__ = [
     "BOOT",
@@ -39,6 +39,7 @@ __all__ = [
     "find_python",
     "pop_message",
     "precompiled_server",
+    "probe_repl",
     "repl_command",
     "repl_rlimits",
 ]
@@ -198,3 +199,24 @@ class ChannelSession(ReplSession):
             self._busy -= 1
             if self._killed and not self._busy:
                 self._close()
+
+
+def probe_repl(sandbox: Sandbox, timeout_s: float) -> Any:
+    """What ``check()`` does for every sandbox: start a REPL in a throw-away run directory,
+    run ``6 * 7`` and expect ``42``. Returns the (already killed) session on success, for
+    its details, or a sentence saying what failed."""
+    with tempfile.TemporaryDirectory(prefix="rlm-sandbox-check-") as tmp:
+        try:
+            session = sandbox.start(run_dir=Path(tmp), limits=SandboxLimits(), label="check")
+        except SandboxUnavailable as exc:
+            return str(exc)
+        try:
+            session.send(ExecRequest(id=1, code="6 * 7", max_output_chars=100))
+            result = session.receive(timeout_s)
+        except (EOFError, ReplProtocolError) as exc:
+            return f"the sandboxed REPL failed: {exc}"
+        finally:
+            session.kill()
+    if not isinstance(result, CellResult) or result.stdout != "42\n":
+        return f"the sandboxed REPL answered {result!r}"
+    return session

@@ -40,7 +40,6 @@ import os
 import select
 import socket
 import struct
-import tempfile
 import threading
 import time
 import uuid
@@ -66,6 +65,7 @@ from jobs.rlm.sandbox.common import (
     ChannelSession,
     pop_message,
     precompiled_server,
+    probe_repl,
     repl_command,
 )
 from jobs.rlm.sandbox.image import DEFAULT_IMAGE
@@ -521,22 +521,9 @@ class DockerSandbox(Sandbox):
             sandbox.preflight()
         except SandboxUnavailable as exc:
             return SandboxCheck(cls.name, False, str(exc))
-        from jobs.rlm.protocol import CellResult, ExecRequest
-
-        with tempfile.TemporaryDirectory(prefix="rlm-sandbox-check-") as tmp:
-            try:
-                session = sandbox.start(run_dir=Path(tmp), limits=SandboxLimits(), label="check")
-            except SandboxUnavailable as exc:
-                return SandboxCheck(cls.name, False, str(exc))
-            try:
-                session.send(ExecRequest(id=1, code="6 * 7", max_output_chars=100))
-                result = session.receive(sandbox.start_timeout_s)
-            except (EOFError, ReplProtocolError) as exc:
-                return SandboxCheck(cls.name, False, f"the sandboxed REPL failed: {exc}")
-            finally:
-                session.kill()
-        if not isinstance(result, CellResult) or result.stdout != "42\n":
-            return SandboxCheck(cls.name, False, f"the sandboxed REPL answered {result!r}")
+        session = probe_repl(sandbox, sandbox.start_timeout_s)
+        if isinstance(session, str):
+            return SandboxCheck(cls.name, False, session)
         assert session.ready is not None
         version = sandbox.client.version().get("Version", "?")
         runtimes = engine_runtimes(sandbox.client)

@@ -65,6 +65,7 @@ from jobs.rlm.sandbox.common import (
     find_python,
     pop_message,
     precompiled_server,
+    probe_repl,
 )
 from jobs.supervise import SupervisedProcess, processes_in_session
 
@@ -616,22 +617,9 @@ class LocalSandbox(Sandbox):
         if bwrap is None:
             return SandboxCheck(cls.name, False, f"bwrap not found; {BWRAP_INSTALL_HINT}")
         sandbox = cls(bwrap=bwrap)
-        from jobs.rlm.protocol import CellResult, ExecRequest
-
-        with tempfile.TemporaryDirectory(prefix="rlm-sandbox-check-") as tmp:
-            try:
-                session = sandbox.start(run_dir=Path(tmp), limits=SandboxLimits(), label="check")
-            except SandboxUnavailable as exc:
-                return SandboxCheck(cls.name, False, str(exc))
-            try:
-                session.send(ExecRequest(id=1, code="6 * 7", max_output_chars=100))
-                result = session.receive(sandbox.start_timeout_s)
-            except (EOFError, ReplProtocolError) as exc:
-                return SandboxCheck(cls.name, False, f"the sandboxed REPL failed: {exc}")
-            finally:
-                session.kill()
-        if not isinstance(result, CellResult) or result.stdout != "42\n":
-            return SandboxCheck(cls.name, False, f"the sandboxed REPL answered {result!r}")
+        session = probe_repl(sandbox, sandbox.start_timeout_s)
+        if isinstance(session, str):
+            return SandboxCheck(cls.name, False, session)
         assert session.ready is not None
         limits = "rlimits" + (f" + {session.cgroups.describe()}" if session.cgroups else "")
         host_uid = SANDBOX_UID if os.geteuid() == 0 else os.geteuid()
